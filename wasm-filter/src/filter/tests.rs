@@ -1,1 +1,345 @@
-// filled below
+//! Native tests of the request state machine against a recording host double.
+
+use super::*;
+use crate::metrics::FallbackReason;
+use router_proto::v1::{Block, CategoryScore, Header};
+use std::cell::RefCell;
+
+#[derive(Default)]
+struct RecordingHost {
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    local_response: Option<(u32, Vec<(String, String)>, Vec<u8>)>,
+    dispatched: Vec<(String, Vec<u8>, Duration)>,
+    dispatch_error: Option<String>,
+    grpc_reply: Option<Vec<u8>>,
+    route_cache_cleared: usize,
+    resumed: usize,
+    counters: RefCell<Vec<Counter>>,
+}
+
+impl RecordingHost {
+    fn request(path: &str, body: &str) -> Self {
+        Self {
+            request_headers: vec![
+                (":method".into(), "POST".into()),
+                (":path".into(), path.into()),
+                ("content-length".into(), body.len().to_string()),
+                ("x-request-id".into(), "req-1".into()),
+            ],
+            body: body.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn body_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+
+    fn counted(&self, counter: Counter) -> bool {
+        self.counters.borrow().contains(&counter)
+    }
+}
+
+impl Host for RecordingHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.header(name).map(str::to_string)
+    }
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.request_headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.remove_request_header(name);
+        self.request_headers.push((name.into(), value.into()));
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.request_headers.retain(|(n, _)| n != name);
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        self.response_headers.push((name.into(), value.into()));
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.body[..size.min(self.body.len())].to_vec())
+    }
+    fn replace_request_body(&mut self, body: &[u8]) {
+        self.body = body.to_vec();
+    }
+    fn send_local_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        self.local_response = Some((status, headers, body.to_vec()));
+    }
+    fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String> {
+        if let Some(e) = &self.dispatch_error {
+            return Err(e.clone());
+        }
+        self.dispatched.push((cluster.into(), message.to_vec(), timeout));
+        Ok(7)
+    }
+    fn grpc_response_body(&self, _size: usize) -> Option<Vec<u8>> {
+        self.grpc_reply.clone()
+    }
+    fn clear_route_cache(&mut self) -> Result<(), String> {
+        self.route_cache_cleared += 1;
+        Ok(())
+    }
+    fn resume_request(&mut self) {
+        self.resumed += 1;
+    }
+    fn now_nanos(&self) -> u64 {
+        1_000_000
+    }
+    fn log(&self, _level: LogLevel, _message: &str) {}
+    fn count(&self, counter: Counter) {
+        self.counters.borrow_mut().push(counter);
+    }
+    fn record_callout_latency(&self, _micros: u64) {}
+}
+
+fn config(extra: &str) -> Rc<FilterConfig> {
+    let json = format!(r#"{{"default_model":"fallback-model"{extra}}}"#);
+    Rc::new(FilterConfig::parse(json.as_bytes()).unwrap())
+}
+
+const CHAT: &str = r#"{"model":"MoM","messages":[{"role":"user","content":"What is 2+2?"}],"temperature":0.2}"#;
+
+/// Runs headers + whole body; returns the flows.
+fn send(filter: &mut RequestFilter, host: &mut RecordingHost) -> (Flow, Flow) {
+    let len = host.body.len();
+    let h = filter.on_request_headers(host, false);
+    let b = filter.on_request_body(host, len, true);
+    (h, b)
+}
+
+fn reply(decision: Decision) -> Vec<u8> {
+    ClassifyResponse { decision: Some(decision) }.encode_to_vec()
+}
+
+#[test]
+fn auto_model_is_classified_and_rewritten() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    assert_eq!(send(&mut filter, &mut host), (Flow::Pause, Flow::Pause));
+
+    let (cluster, message, timeout) = host.dispatched[0].clone();
+    assert_eq!(cluster, "semantic_router_classifier");
+    assert_eq!(timeout, Duration::from_millis(300));
+    let sent = ClassifyRequest::decode(message.as_slice()).unwrap();
+    assert_eq!(sent.text, "What is 2+2?");
+    assert_eq!(sent.requested_model, "MoM");
+    assert_eq!(sent.request_id, "req-1");
+
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "math-model".into(),
+        category: "math".into(),
+        confidence: 0.91,
+        scores: vec![CategoryScore { category: "math".into(), score: 0.91 }],
+        reason: "category".into(),
+        headers: vec![
+            Header { name: "x-vsr-extra".into(), value: "1".into() },
+            Header { name: "authorization".into(), value: "nope".into() },
+        ],
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 10);
+
+    assert_eq!(host.resumed, 1);
+    assert_eq!(host.route_cache_cleared, 1);
+    assert_eq!(
+        String::from_utf8(host.body.clone()).unwrap(),
+        CHAT.replace(r#""model":"MoM""#, r#""model":"math-model""#)
+    );
+    assert_eq!(host.header("content-length"), Some(host.body.len().to_string().as_str()));
+    assert_eq!(host.header("x-selected-model"), Some("math-model"));
+    assert_eq!(host.header("x-vsr-selected-category"), Some("math"));
+    assert_eq!(host.header("x-vsr-confidence"), Some("0.9100"));
+    assert_eq!(host.header("x-vsr-extra"), Some("1"));
+    assert_eq!(host.header("authorization"), None, "sidecar may only add x-vsr-* headers");
+    assert!(host.counted(Counter::Routed));
+
+    filter.on_response_headers(&mut host);
+    assert!(host.response_headers.contains(&("x-vsr-selected-model".into(), "math-model".into())));
+}
+
+#[test]
+fn spoofed_routing_headers_are_stripped_everywhere() {
+    let mut host = RecordingHost::request("/v1/models", "");
+    host.request_headers[0].1 = "GET".into();
+    host.request_headers.push(("x-selected-model".into(), "premium".into()));
+    host.request_headers.push(("x-vsr-selected-category".into(), "math".into()));
+    let mut filter = RequestFilter::new(config(""));
+    assert_eq!(filter.on_request_headers(&mut host, true), Flow::Continue);
+    assert_eq!(host.header("x-selected-model"), None);
+    assert_eq!(host.header("x-vsr-selected-category"), None);
+}
+
+#[test]
+fn explicit_model_routes_without_callout() {
+    let body = r#"{"model":"premium","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = RecordingHost::request("/v1/chat/completions", body);
+    host.request_headers.push(("x-selected-model".into(), "spoofed".into()));
+    let mut filter = RequestFilter::new(config(""));
+    assert_eq!(send(&mut filter, &mut host), (Flow::Pause, Flow::Continue));
+    assert!(host.dispatched.is_empty());
+    assert_eq!(host.header("x-selected-model"), Some("premium"));
+    assert_eq!(host.body, body.as_bytes(), "explicit model body is untouched");
+    assert_eq!(host.route_cache_cleared, 1);
+    assert!(host.counted(Counter::Explicit));
+}
+
+#[test]
+fn every_callout_failure_falls_back_to_the_default_model() {
+    let cases: [(Option<&str>, u32, Option<Vec<u8>>, FallbackReason); 5] = [
+        (Some("BadArgument"), 0, None, FallbackReason::DispatchFailed),
+        (None, 4, None, FallbackReason::Timeout),
+        (None, 14, None, FallbackReason::Unavailable),
+        (None, 0, Some(b"\xff\xff\xff garbage".to_vec()), FallbackReason::BadReply),
+        (None, 0, Some(reply(Decision::default())), FallbackReason::EmptyDecision),
+    ];
+    for (dispatch_error, status, grpc_reply, reason) in cases {
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.dispatch_error = dispatch_error.map(str::to_string);
+        host.grpc_reply = grpc_reply;
+        let mut filter = RequestFilter::new(config(""));
+        let (_, body_flow) = send(&mut filter, &mut host);
+        if dispatch_error.is_some() {
+            assert_eq!(body_flow, Flow::Continue, "{reason:?}: resumes inline");
+        } else {
+            assert_eq!(body_flow, Flow::Pause);
+            filter.on_classify_response(&mut host, 7, status, 10);
+            assert_eq!(host.resumed, 1, "{reason:?}");
+        }
+        assert_eq!(host.body_json()["model"], "fallback-model", "{reason:?}");
+        assert_eq!(host.header("x-selected-model"), Some("fallback-model"));
+        assert_eq!(host.header("x-vsr-fallback"), Some(reason.as_str()));
+        assert!(host.counted(Counter::Fallback(reason)));
+        assert!(host.local_response.is_none());
+    }
+}
+
+#[test]
+fn fail_closed_answers_503() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(r#","fail_mode":"closed""#));
+    send(&mut filter, &mut host);
+    filter.on_classify_response(&mut host, 7, 14, 0);
+    let (status, _, body) = host.local_response.clone().unwrap();
+    assert_eq!(status, 503);
+    assert!(String::from_utf8(body).unwrap().contains("router_unavailable"));
+    assert_eq!(host.resumed, 0);
+    assert!(host.counted(Counter::FailedClosed));
+}
+
+#[test]
+fn stale_or_foreign_tokens_are_ignored() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    filter.on_classify_response(&mut host, 99, 0, 0);
+    assert_eq!(host.resumed, 0);
+    assert!(host.local_response.is_none());
+}
+
+#[test]
+fn bad_input_gets_openai_errors() {
+    let cases = [
+        ("{not json", 400, "could not parse"),
+        (r#"{"model":"MoM"}"#, 400, "messages"),
+        (r#"{"model":["MoM"],"messages":[{"role":"user","content":"x"}]}"#, 400, "must be a string"),
+    ];
+    for (body, status, needle) in cases {
+        let mut host = RecordingHost::request("/v1/chat/completions", body);
+        let mut filter = RequestFilter::new(config(""));
+        let (_, flow) = send(&mut filter, &mut host);
+        assert_eq!(flow, Flow::Pause);
+        let (got, headers, resp) = host.local_response.clone().unwrap();
+        assert_eq!(got, status, "{body}");
+        assert!(headers.contains(&("content-type".into(), "application/json".into())));
+        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{body}: {v}");
+        assert!(host.dispatched.is_empty());
+        assert!(host.counted(Counter::Rejected));
+    }
+}
+
+#[test]
+fn oversized_bodies_get_413_early_and_late() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(r#","max_body_bytes":16"#));
+    assert_eq!(filter.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(host.local_response.as_ref().unwrap().0, 413);
+
+    // Chunked: no content-length, the limit trips while buffering.
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    host.remove_request_header("content-length");
+    let mut filter = RequestFilter::new(config(r#","max_body_bytes":16"#));
+    assert_eq!(filter.on_request_headers(&mut host, false), Flow::Pause);
+    assert_eq!(filter.on_request_body(&mut host, 10, false), Flow::Pause);
+    assert!(host.local_response.is_none());
+    filter.on_request_body(&mut host, 20, false);
+    assert_eq!(host.local_response.as_ref().unwrap().0, 413);
+}
+
+#[test]
+fn block_decision_answers_locally() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "m".into(),
+        block: Some(Block {
+            status: 400,
+            r#type: "content_policy_violation".into(),
+            code: "jailbreak_detected".into(),
+            message: "blocked".into(),
+        }),
+        headers: vec![Header { name: "x-vsr-jailbreak-blocked".into(), value: "true".into() }],
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 1);
+    let (status, headers, body) = host.local_response.clone().unwrap();
+    assert_eq!(status, 400);
+    assert!(headers.contains(&("x-vsr-jailbreak-blocked".into(), "true".into())));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["type"], "content_policy_violation");
+    assert_eq!(v["error"]["code"], "jailbreak_detected");
+    assert_eq!(host.resumed, 0);
+}
+
+#[test]
+fn empty_prompt_skips_the_callout() {
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":""}]}"#;
+    let mut host = RecordingHost::request("/v1/chat/completions", body);
+    let mut filter = RequestFilter::new(config(r#","fail_mode":"closed""#));
+    let (_, flow) = send(&mut filter, &mut host);
+    assert_eq!(flow, Flow::Continue);
+    assert!(host.dispatched.is_empty());
+    assert_eq!(host.header("x-vsr-fallback"), Some("no_prompt"));
+}
+
+#[test]
+fn non_routed_paths_and_methods_pass_through() {
+    let mut host = RecordingHost::request("/v1/embeddings", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Continue));
+    assert!(host.dispatched.is_empty());
+    assert_eq!(host.body, CHAT.as_bytes());
+}
+
+#[test]
+fn header_values_cannot_inject_lines() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "m\r\nx-evil: 1".into(),
+        category: "c".into(),
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 1);
+    assert_eq!(host.header("x-selected-model"), Some("mx-evil: 1"));
+}

@@ -1,0 +1,229 @@
+//! Renders `envoy/envoy.yaml.tmpl` and runs a real Envoy as a child process.
+
+use anyhow::{bail, Context, Result};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The Envoy binary from the project-local venv (`just envoy`), or `$ENVOY_BIN`.
+pub fn envoy_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("ENVOY_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = repo_root().join(".venv/lib");
+    for entry in std::fs::read_dir(&venv).with_context(|| format!("{} missing: run `just envoy`", venv.display()))? {
+        let candidate = entry?.path().join("site-packages/envoy/_bin/envoy");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!("no Envoy binary under {}: run `just envoy`", venv.display())
+}
+
+/// The built filter (`just build-wasm`), or `$WASM_FILTER`.
+pub fn wasm_filter_path() -> PathBuf {
+    std::env::var("WASM_FILTER").map(PathBuf::from).unwrap_or_else(|_| {
+        repo_root().join("target/wasm32-unknown-unknown/wasm/wasm_filter.wasm")
+    })
+}
+
+/// A free loopback port (the listener is closed before returning, so there is a tiny race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The template's variables.
+#[derive(Debug, Clone)]
+pub struct EnvoyConfig {
+    pub listen_address: String,
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub classifier_port: u16,
+    pub primary: (String, u16),
+    pub secondary: (String, u16),
+    /// Models routed to the secondary backend (exact names).
+    pub secondary_models: Vec<String>,
+    /// The filter's plugin configuration (JSON); `None` renders plain Envoy without the filter.
+    pub filter_config: Option<String>,
+    pub wasm_path: PathBuf,
+    pub buffer_limit_bytes: usize,
+}
+
+impl EnvoyConfig {
+    pub fn new(classifier_port: u16, primary: u16, secondary: u16, filter_config: &str) -> Self {
+        Self {
+            listen_address: "127.0.0.1".into(),
+            listen_port: free_port(),
+            admin_port: free_port(),
+            classifier_port,
+            primary: ("127.0.0.1".into(), primary),
+            secondary: ("127.0.0.1".into(), secondary),
+            secondary_models: vec!["deepseek-r1-math".into()],
+            filter_config: Some(filter_config.into()),
+            wasm_path: wasm_filter_path(),
+            buffer_limit_bytes: 32 * 1024 * 1024,
+        }
+    }
+
+    pub fn render(&self) -> Result<String> {
+        let template_path = repo_root().join("envoy/envoy.yaml.tmpl");
+        let mut text = std::fs::read_to_string(&template_path)
+            .with_context(|| format!("reading {}", template_path.display()))?;
+        if self.filter_config.is_none() {
+            text = drop_block(&text, "# BEGIN semantic-router", "# END semantic-router")?;
+        }
+        let regex = if self.secondary_models.is_empty() {
+            "^$a".to_string() // matches nothing
+        } else {
+            let alts: Vec<String> = self.secondary_models.iter().map(|m| regex_escape(m)).collect();
+            format!("^({})$", alts.join("|"))
+        };
+        let filter_config = self.filter_config.clone().unwrap_or_default().replace('\'', "''");
+        let vars = [
+            ("LISTEN_ADDRESS", self.listen_address.clone()),
+            ("LISTEN_PORT", self.listen_port.to_string()),
+            ("ADMIN_PORT", self.admin_port.to_string()),
+            ("CLASSIFIER_PORT", self.classifier_port.to_string()),
+            ("PRIMARY_HOST", self.primary.0.clone()),
+            ("PRIMARY_PORT", self.primary.1.to_string()),
+            ("SECONDARY_HOST", self.secondary.0.clone()),
+            ("SECONDARY_PORT", self.secondary.1.to_string()),
+            ("SECONDARY_MODELS_REGEX", regex),
+            ("FILTER_CONFIG", filter_config),
+            ("WASM_PATH", self.wasm_path.display().to_string()),
+            ("BUFFER_LIMIT_BYTES", self.buffer_limit_bytes.to_string()),
+        ];
+        for (name, value) in vars {
+            text = text.replace(&format!("${{{name}}}"), &value);
+        }
+        if let Some(start) = text.find("${") {
+            bail!("unrendered variable in envoy template: {}", &text[start..(start + 30).min(text.len())]);
+        }
+        Ok(text)
+    }
+}
+
+fn drop_block(text: &str, begin: &str, end: &str) -> Result<String> {
+    let start = text.find(begin).context("template lacks the filter BEGIN marker")?;
+    let start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let stop = text.find(end).context("template lacks the filter END marker")?;
+    let stop = text[stop..].find('\n').map_or(text.len(), |i| stop + i + 1);
+    Ok(format!("{}{}", &text[..start], &text[stop..]))
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if "\\.+*?()|[]{}^$".contains(c) { vec!['\\', c] } else { vec![c] })
+        .collect()
+}
+
+/// A running Envoy; killed on drop.
+pub struct EnvoyProcess {
+    child: Child,
+    pub config: EnvoyConfig,
+    _dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+impl EnvoyProcess {
+    /// Starts Envoy and waits until its admin endpoint says LIVE.
+    pub fn start(config: EnvoyConfig) -> Result<Self> {
+        Self::start_with_output(config, false)
+    }
+
+    /// Like [`start`](Self::start); with `inherit_output` Envoy logs to this process's stderr.
+    pub fn start_with_output(config: EnvoyConfig, inherit_output: bool) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let yaml = dir.path().join("envoy.yaml");
+        std::fs::write(&yaml, config.render()?)?;
+        let log_path = dir.path().join("envoy.log");
+        let mut cmd = Command::new(envoy_binary()?);
+        cmd.arg("-c")
+            .arg(&yaml)
+            .args(["--log-level", "info", "--concurrency", "2", "--disable-hot-restart"])
+            .args(["--base-id", &config.admin_port.to_string()])
+            .stdin(Stdio::null());
+        if inherit_output {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        } else {
+            let log = std::fs::File::create(&log_path)?;
+            cmd.stdout(log.try_clone()?).stderr(log);
+        }
+        let child = cmd.spawn().context("spawning envoy")?;
+        let mut envoy = Self { child, config, _dir: dir, log_path };
+        envoy.wait_ready(Duration::from_secs(60))?;
+        Ok(envoy)
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("envoy exited with {status} during start:\n{}", self.log_tail());
+            }
+            if let Ok(body) = http_get(self.config.admin_port, "/ready") {
+                if body.trim() == "LIVE" {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("envoy not ready after {timeout:?}:\n{}", self.log_tail())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.config.listen_port, path)
+    }
+
+    /// Envoy's stats (admin `/stats`), e.g. the filter's `wasmcustom.*` counters.
+    pub fn stats(&self) -> Result<String> {
+        http_get(self.config.admin_port, "/stats?filter=wasmcustom")
+    }
+
+    /// Value of one counter from [`stats`](Self::stats), 0 if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.stats()
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for EnvoyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking HTTP/1.0 GET on loopback, for admin endpoints.
+pub fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
