@@ -1,0 +1,242 @@
+//! BERT-family encoders on burn, generic over the backend.
+//!
+//! Each architecture follows burn's idiom (`XxxConfig::init(&device)` → module → `forward`);
+//! the checkpoint loading (safetensors → params) lives in [`load`], apart from the model code.
+
+pub mod bert;
+pub mod common;
+pub mod load;
+pub use load::LoadOptions;
+pub mod modernbert;
+
+use anyhow::{bail, Result};
+use burn::nn::Linear;
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+
+use crate::tokenize::TextTokenizer;
+use bert::{Bert, BertPooler};
+use modernbert::{ModernBert, ModernBertHead};
+
+/// What a checkpoint is for, from `architectures` in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Plain encoder: mean-pooled, L2-normalised sentence embeddings.
+    Embedding,
+    SequenceClassification,
+    TokenClassification,
+}
+
+pub enum Encoder<B: Backend> {
+    Bert(Bert<B>),
+    ModernBert(ModernBert<B>),
+}
+
+pub enum Head<B: Backend> {
+    /// Embedding models: no head.
+    None,
+    BertSequence {
+        pooler: BertPooler<B>,
+        classifier: Linear<B>,
+    },
+    BertToken {
+        classifier: Linear<B>,
+    },
+    ModernBertSequence {
+        head: ModernBertHead<B>,
+        classifier: Linear<B>,
+        mean_pooling: bool,
+    },
+    ModernBertToken {
+        head: ModernBertHead<B>,
+        classifier: Linear<B>,
+    },
+}
+
+/// A loaded model: encoder, head, tokenizer and label names.
+pub struct Model<B: Backend> {
+    pub encoder: Encoder<B>,
+    pub head: Head<B>,
+    pub task: Task,
+    /// Label names by class index (`id2label`); empty for embedding models.
+    pub labels: Vec<String>,
+    pub tokenizer: TextTokenizer,
+    pub hidden_size: usize,
+    /// ModernBERT: half-width of the local attention window.
+    pub half_window: Option<usize>,
+    pub pad_id: u32,
+    pub device: B::Device,
+}
+
+/// Token ids of a batch, right-padded to the longest sequence.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Vec<i64>,
+    pub lens: Vec<usize>,
+    pub seq_len: usize,
+}
+
+impl Batch {
+    pub fn new(encodings: &[Vec<u32>], pad_id: u32) -> Self {
+        let seq_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(encodings.len() * seq_len);
+        let mut lens = Vec::with_capacity(encodings.len());
+        for e in encodings {
+            ids.extend(e.iter().map(|&t| t as i64));
+            ids.extend(std::iter::repeat_n(pad_id as i64, seq_len - e.len()));
+            lens.push(e.len().max(1));
+        }
+        Self { ids, lens, seq_len }
+    }
+
+    pub fn size(&self) -> usize {
+        self.lens.len()
+    }
+
+    fn padded(&self) -> bool {
+        self.lens.iter().any(|&l| l < self.seq_len)
+    }
+}
+
+/// Additive score bias for masked keys. Finite, so a fully masked row cannot produce NaNs.
+const MASKED: f32 = -1.0e30;
+
+/// `[B, 1, S, S]` additive bias: keys past each sequence's length are masked; with `window`,
+/// keys farther than `window` positions from the query are masked too.
+fn attention_bias<B: Backend>(batch: &Batch, window: Option<usize>, device: &B::Device) -> Tensor<B, 4> {
+    let (b, s) = (batch.size(), batch.seq_len);
+    let mut bias = vec![0f32; b * s * s];
+    for (n, &len) in batch.lens.iter().enumerate() {
+        for i in 0..s {
+            let row = &mut bias[(n * s + i) * s..(n * s + i + 1) * s];
+            for (j, v) in row.iter_mut().enumerate() {
+                let outside = window.is_some_and(|w| i.abs_diff(j) > w);
+                if j >= len || outside {
+                    *v = MASKED;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(bias, [b, 1, s, s]), device)
+}
+
+impl<B: Backend> Model<B> {
+    /// Token ids for each text (special tokens included, truncated to the max length).
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Last hidden state `[B, S, H]` of a padded batch.
+    pub fn hidden(&self, batch: &Batch) -> Tensor<B, 3> {
+        let (b, s) = (batch.size(), batch.seq_len);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids.clone(), [b, s]), &self.device);
+        let padded = batch.padded();
+        match &self.encoder {
+            Encoder::Bert(m) => {
+                let bias = padded.then(|| attention_bias(batch, None, &self.device));
+                m.forward(ids, bias)
+            }
+            Encoder::ModernBert(m) => {
+                let w = self.half_window.unwrap_or(usize::MAX);
+                let global = padded.then(|| attention_bias(batch, None, &self.device));
+                let local =
+                    (padded || s > w + 1).then(|| attention_bias(batch, Some(w), &self.device));
+                m.forward(ids, global, local)
+            }
+        }
+    }
+
+    fn mask(&self, batch: &Batch) -> Tensor<B, 3> {
+        let (b, s) = (batch.size(), batch.seq_len);
+        let mut m = vec![0f32; b * s];
+        for (n, &len) in batch.lens.iter().enumerate() {
+            m[n * s..n * s + len].fill(1.0);
+        }
+        Tensor::from_data(TensorData::new(m, [b, s, 1]), &self.device)
+    }
+
+    /// Mean of the hidden states over the real tokens: `[B, H]`.
+    fn mean_pool(&self, hidden: Tensor<B, 3>, batch: &Batch) -> Tensor<B, 2> {
+        let [b, s, h] = hidden.dims();
+        let summed = if batch.padded() {
+            (hidden * self.mask(batch)).sum_dim(1)
+        } else {
+            hidden.sum_dim(1)
+        };
+        let _ = s;
+        let lens: Vec<f32> = batch.lens.iter().map(|&l| l as f32).collect();
+        let lens = Tensor::<B, 2>::from_data(TensorData::new(lens, [b, 1]), &self.device);
+        summed.reshape([b, h]) / lens
+    }
+
+    /// Mean-pooled, L2-normalised embeddings of an already tokenized batch.
+    pub fn embed_batch(&self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let pooled = self.mean_pool(self.hidden(batch), batch);
+        let h = pooled.dims()[1];
+        let flat = to_vec(pooled)?;
+        Ok(flat
+            .chunks_exact(h)
+            .map(|v| {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter().map(|x| x / norm).collect()
+            })
+            .collect())
+    }
+
+    /// Mean-pooled, L2-normalised sentence embeddings.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let enc = self.tokenize(texts)?;
+        self.embed_batch(&Batch::new(&enc, self.pad_id))
+    }
+
+    /// Sequence-classification logits, one row per text.
+    pub fn classify<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let batch = Batch::new(&self.tokenize(texts)?, self.pad_id);
+        let hidden = self.hidden(&batch);
+        let logits = match &self.head {
+            Head::BertSequence { pooler, classifier } => classifier.forward(pooler.forward(hidden)),
+            Head::ModernBertSequence { head, classifier, mean_pooling } => {
+                let pooled = if *mean_pooling {
+                    self.mean_pool(hidden, &batch)
+                } else {
+                    let [b, _, h] = hidden.dims();
+                    hidden.narrow(1, 0, 1).reshape([b, h])
+                };
+                classifier.forward(head.forward(pooled))
+            }
+            _ => bail!("this model has no sequence-classification head ({:?})", self.task),
+        };
+        let n = logits.dims()[1];
+        Ok(to_vec(logits)?.chunks_exact(n).map(|c| c.to_vec()).collect())
+    }
+
+    /// Token-classification logits: per text, one row per token (special tokens included).
+    pub fn classify_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let batch = Batch::new(&self.tokenize(texts)?, self.pad_id);
+        let hidden = self.hidden(&batch);
+        let logits = match &self.head {
+            Head::BertToken { classifier } => classifier.forward(hidden),
+            Head::ModernBertToken { head, classifier } => classifier.forward(head.forward(hidden)),
+            _ => bail!("this model has no token-classification head ({:?})", self.task),
+        };
+        let [_, s, n] = logits.dims();
+        let flat = to_vec(logits)?;
+        Ok(batch
+            .lens
+            .iter()
+            .enumerate()
+            .map(|(b, &len)| {
+                (0..len)
+                    .map(|t| flat[(b * s + t) * n..(b * s + t + 1) * n].to_vec())
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading tensor back: {e:?}"))
+}
+
