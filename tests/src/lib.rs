@@ -2,6 +2,7 @@
 //! a real-Envoy runner rendered from `envoy/envoy.yaml.tmpl`, and a proxy-wasm host on wasmtime.
 
 pub mod classifier_double;
+pub mod client;
 pub mod envoy;
 pub mod openai_sim;
 pub mod wasm_host;

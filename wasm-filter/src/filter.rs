@@ -119,10 +119,17 @@ impl RequestFilter {
                 return;
             }
         };
-        host.record_callout_latency(host.now_nanos().saturating_sub(started) / 1_000);
+        let elapsed_micros = host.now_nanos().saturating_sub(started) / 1_000;
+        host.record_callout_latency(elapsed_micros);
         let flow = if grpc_status != 0 {
-            host.log(LogLevel::Warn, &format!("classifier callout failed with gRPC status {grpc_status}"));
-            self.fall_back(host, body, FallbackReason::from_grpc_status(grpc_status))
+            host.log(LogLevel::Warn, &format!("classifier callout failed with gRPC status {grpc_status} after {elapsed_micros} µs"));
+            // Envoy reports an expired deadline as UNAVAILABLE, so the clock decides.
+            let reason = if elapsed_micros >= self.config.timeout_ms * 950 {
+                FallbackReason::Timeout
+            } else {
+                FallbackReason::from_grpc_status(grpc_status)
+            };
+            self.fall_back(host, body, reason)
         } else {
             let decoded = host
                 .grpc_response_body(size)
