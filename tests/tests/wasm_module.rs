@@ -3,7 +3,9 @@
 use prost::Message;
 use router_proto::v1::{Block, ClassifyRequest, ClassifyResponse, Decision};
 use router_tests::envoy::wasm_filter_path;
-use router_tests::wasm_host::{compile, Action, GrpcCall, ProxyWasmHost};
+mod support;
+
+use support::wasm_host::{compile, Action, GrpcCall, ProxyWasmHost};
 use std::sync::OnceLock;
 use wasmtime::{Engine, Module};
 
@@ -185,6 +187,7 @@ fn bad_input_is_answered_locally() {
         assert_eq!(actions.last(), Some(&Action::Pause));
         let r = host.state().local_responses[0].clone();
         assert_eq!(r.status, status, "{body}");
+        assert!(r.headers.contains(&("content-type".into(), "application/json".into())));
         assert!(r.json()["error"]["message"].is_string());
         assert!(classify_calls(&host).is_empty());
     }

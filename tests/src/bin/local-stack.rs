@@ -1,0 +1,156 @@
+//! `just run`: the whole local stack in the foreground — the classifier sidecar, two simulated
+//! OpenAI backends (or `BACKEND_URL`), and Envoy with the filter. Ctrl-C stops everything.
+//!
+//! Environment:
+//! - `LISTEN` (default `127.0.0.1:8080`): where Envoy serves the OpenAI API.
+//! - `BACKEND_URL` (e.g. `http://10.0.0.5:8000`): send every model to this OpenAI-compatible
+//!   backend (a Dynamo frontend, vLLM, ...) instead of the simulators.
+//! - `ROUTER_CONFIG` (default `classifier-svc/config/router.yaml`): the sidecar's routing policy.
+//! - `CLASSIFIER_BIN` (default `target/release/classifier-svc`), `CLASSIFIER_ARGS` (extra args,
+//!   e.g. `--device cuda`).
+
+use anyhow::{bail, Context, Result};
+use router_tests::envoy::{repo_root, EnvoyConfig, EnvoyProcess};
+use router_tests::openai_sim;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLASSIFIER_PORT: u16 = 50051;
+const METRICS_PORT: u16 = 9190;
+const ADMIN_PORT: u16 = 9901;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// `http://host:port[/path]` → (host, port).
+fn parse_backend_url(url: &str) -> Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("BACKEND_URL must start with http:// (got {url:?})"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Ok((host.trim_matches(['[', ']']).to_string(), port.parse().context("BACKEND_URL port")?)),
+        None => Ok((authority.to_string(), 80)),
+    }
+}
+
+/// Top-level `default_model:` of the routing policy, so fail-open uses the same default.
+fn default_model(config_path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("default_model:"))
+        .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|v| !v.is_empty())
+        .with_context(|| format!("{} has no top-level default_model", config_path.display()))
+}
+
+fn wait_for_port(port: u16, child: &mut Child, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("classifier exited with {status} during start");
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("classifier did not listen on port {port} within {timeout:?}")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let root = repo_root();
+    std::env::set_current_dir(&root)?;
+    let listen = env_or("LISTEN", "127.0.0.1:8080");
+    let (listen_address, listen_port) = listen.rsplit_once(':').context("LISTEN must be host:port")?;
+    let router_config = root.join(env_or("ROUTER_CONFIG", "classifier-svc/config/router.yaml"));
+    let default_model = default_model(&router_config)?;
+
+    // Backends: the simulators, or one real OpenAI-compatible backend for every model.
+    let _sims;
+    let (primary, secondary) = match std::env::var("BACKEND_URL").ok().filter(|v| !v.is_empty()) {
+        Some(url) => {
+            let backend = parse_backend_url(&url)?;
+            eprintln!("local-stack: every model goes to {url}");
+            _sims = None;
+            (backend.clone(), backend)
+        }
+        None => {
+            let (a, sa) = openai_sim::spawn("127.0.0.1:8001".parse()?, "primary").await?;
+            let (b, sb) = openai_sim::spawn("127.0.0.1:8002".parse()?, "secondary").await?;
+            eprintln!("local-stack: simulated backends on http://{a} (default models) and http://{b} (deepseek-r1-math)");
+            _sims = Some((sa, sb));
+            (("127.0.0.1".to_string(), a.port()), ("127.0.0.1".to_string(), b.port()))
+        }
+    };
+
+    // The classifier sidecar (real models on burn).
+    let classifier_bin = root.join(env_or("CLASSIFIER_BIN", "target/release/classifier-svc"));
+    let mut command = Command::new(&classifier_bin);
+    command
+        .args(["serve", "--config"])
+        .arg(&router_config)
+        .args(["--listen", &format!("127.0.0.1:{CLASSIFIER_PORT}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
+        .args(env_or("CLASSIFIER_ARGS", "").split_whitespace())
+        .stdin(Stdio::null());
+    let mut classifier = KillOnDrop(
+        command.spawn().with_context(|| format!("starting {} (build it with `just build`)", classifier_bin.display()))?,
+    );
+    wait_for_port(CLASSIFIER_PORT, &mut classifier.0, Duration::from_secs(300))?;
+
+    let filter_config = serde_json::json!({
+        "default_model": default_model,
+        "classifier_cluster": "semantic_router_classifier",
+        "timeout_ms": 500,
+    })
+    .to_string();
+    let mut config = EnvoyConfig::new(CLASSIFIER_PORT, primary.1, secondary.1, &filter_config);
+    config.listen_address = listen_address.to_string();
+    config.listen_port = listen_port.parse().context("LISTEN port")?;
+    config.admin_port = ADMIN_PORT;
+    config.primary.0 = primary.0;
+    config.secondary.0 = secondary.0;
+    let mut envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start_with_output(config, true)).await??;
+
+    eprintln!(
+        "\nlocal-stack: ready. Envoy on http://{listen}, admin http://127.0.0.1:{ADMIN_PORT}, classifier metrics http://127.0.0.1:{METRICS_PORT}/metrics\n\
+         Try:\n  curl -si http://{listen}/v1/chat/completions -H 'content-type: application/json' \\\n    \
+         -d '{{\"model\":\"MoM\",\"messages\":[{{\"role\":\"user\",\"content\":\"What is the integral of x^2?\"}}]}}'\n\
+         Ctrl-C stops the stack.\n"
+    );
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                eprintln!("local-stack: stopping");
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some(status) = envoy.try_wait()? {
+                    eprintln!("local-stack: envoy exited with {status}");
+                    break;
+                }
+                if let Some(status) = classifier.0.try_wait()? {
+                    eprintln!("local-stack: classifier exited with {status}");
+                    break;
+                }
+            }
+        }
+    }
+    drop(envoy);
+    drop(classifier);
+    Ok(())
+}
