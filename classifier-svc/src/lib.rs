@@ -1,8 +1,24 @@
 //! Semantic-router classifier sidecar: BERT-family encoders on burn behind a gRPC service.
+//!
+//! - [`model`]: BERT / ModernBERT encoders and heads, generic over the burn backend.
+//! - [`policy`]: embedding-similarity categories → model.
+//! - [`batcher`]: dynamic batching of concurrent requests.
+//! - [`service`]: the gRPC server (`Classify`, `Embed`, health) and [`service::serve`].
 
+pub mod batcher;
+pub mod bench;
+pub mod config;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+pub mod metrics;
 pub mod model;
+pub mod policy;
+pub mod service;
 pub mod tokenize;
 pub mod weights;
+
+pub use config::Config;
+pub use service::{serve, serve_with_listeners, shutdown_signal, Engine, SERVING_LOG};
 
 /// The CPU backend of the default build.
 pub type CpuBackend = burn::backend::Flex;

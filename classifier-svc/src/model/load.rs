@@ -152,6 +152,7 @@ impl<B: Backend> Model<B> {
             hidden_size,
             half_window,
             pad_id,
+            seq_buckets: Vec::new(),
             device: device.clone(),
         })
     }

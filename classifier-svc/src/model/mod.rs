@@ -64,6 +64,9 @@ pub struct Model<B: Backend> {
     /// ModernBERT: half-width of the local attention window.
     pub half_window: Option<usize>,
     pub pad_id: u32,
+    /// Sequence lengths batches are padded up to (GPU backends compile kernels per shape, so
+    /// a few buckets keep the set of shapes small). Empty: pad to the longest text only.
+    pub seq_buckets: Vec<usize>,
     pub device: B::Device,
 }
 
@@ -77,7 +80,19 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(encodings: &[Vec<u32>], pad_id: u32) -> Self {
-        let seq_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        Self::bucketed(encodings, pad_id, &[])
+    }
+
+    /// Pads to the smallest bucket that fits the longest text (or to that text's length when
+    /// no bucket fits).
+    pub fn bucketed(encodings: &[Vec<u32>], pad_id: u32, buckets: &[usize]) -> Self {
+        let longest = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let seq_len = buckets
+            .iter()
+            .copied()
+            .filter(|&b| b >= longest)
+            .min()
+            .unwrap_or(longest);
         let mut ids = Vec::with_capacity(encodings.len() * seq_len);
         let mut lens = Vec::with_capacity(encodings.len());
         for e in encodings {
@@ -123,6 +138,11 @@ impl<B: Backend> Model<B> {
     /// Token ids for each text (special tokens included, truncated to the max length).
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
         self.tokenizer.encode(texts)
+    }
+
+    /// A padded batch (bucketed when [`Model::seq_buckets`] is set).
+    pub fn batch(&self, encodings: &[Vec<u32>]) -> Batch {
+        Batch::bucketed(encodings, self.pad_id, &self.seq_buckets)
     }
 
     /// Last hidden state `[B, S, H]` of a padded batch.
@@ -185,12 +205,12 @@ impl<B: Backend> Model<B> {
     /// Mean-pooled, L2-normalised sentence embeddings.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
         let enc = self.tokenize(texts)?;
-        self.embed_batch(&Batch::new(&enc, self.pad_id))
+        self.embed_batch(&self.batch(&enc))
     }
 
     /// Sequence-classification logits, one row per text.
     pub fn classify<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
-        let batch = Batch::new(&self.tokenize(texts)?, self.pad_id);
+        let batch = self.batch(&self.tokenize(texts)?);
         let hidden = self.hidden(&batch);
         let logits = match &self.head {
             Head::BertSequence { pooler, classifier } => classifier.forward(pooler.forward(hidden)),
@@ -211,7 +231,7 @@ impl<B: Backend> Model<B> {
 
     /// Token-classification logits: per text, one row per token (special tokens included).
     pub fn classify_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Vec<f32>>>> {
-        let batch = Batch::new(&self.tokenize(texts)?, self.pad_id);
+        let batch = self.batch(&self.tokenize(texts)?);
         let hidden = self.hidden(&batch);
         let logits = match &self.head {
             Head::BertToken { classifier } => classifier.forward(hidden),

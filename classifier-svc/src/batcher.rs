@@ -1,0 +1,200 @@
+//! Dynamic batching: concurrent embedding requests are queued and run as one forward pass.
+//!
+//! One worker thread owns the model (tokenization and the forward pass stay off the async
+//! runtime). It takes the first waiting request, gathers more for up to `max_wait` or until
+//! `max_batch_size` texts, runs them as one padded batch and answers each request. The queue is
+//! bounded: when it is full, [`Batcher::embed`] fails at once with [`BatchError::QueueFull`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// Embeds texts (one vector per text); implemented by the loaded model.
+pub trait Embedder: Send + 'static {
+    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>>;
+}
+
+impl<F> Embedder for F
+where
+    F: FnMut(&[String]) -> anyhow::Result<Vec<Vec<f32>>> + Send + 'static,
+{
+    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+        self(texts)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("queue full ({0} requests waiting)")]
+    QueueFull(usize),
+    #[error("batcher stopped")]
+    Stopped,
+    #[error("inference failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    pub max_batch_size: usize,
+    pub max_wait: Duration,
+    pub queue_capacity: usize,
+}
+
+/// Observes the batcher (metrics).
+pub trait BatchObserver: Send + Sync + 'static {
+    fn batch(&self, _texts: usize, _requests: usize, _elapsed: Duration) {}
+    fn queue_depth(&self, _depth: usize) {}
+}
+
+impl BatchObserver for () {}
+
+struct Job {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, BatchError>>,
+}
+
+/// Handle to the batching worker; cheap to clone.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    depth: Arc<AtomicUsize>,
+    observer: Arc<dyn BatchObserver>,
+    _worker: Arc<WorkerGuard>,
+}
+
+struct WorkerGuard(Option<JoinHandle<()>>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        // The worker ends once every sender is gone; it is not joined here to keep drops cheap
+        // on the async runtime.
+        let _ = self.0.take();
+    }
+}
+
+impl Batcher {
+    pub fn start<E: Embedder>(
+        embedder: E,
+        settings: BatchSettings,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<Job>(settings.queue_capacity);
+        let depth = Arc::new(AtomicUsize::new(0));
+        let worker = {
+            let depth = depth.clone();
+            let observer = observer.clone();
+            std::thread::Builder::new()
+                .name("classifier-batcher".into())
+                .spawn(move || worker(embedder, rx, settings, depth, observer))
+                .expect("spawning the batcher thread")
+        };
+        Self {
+            tx,
+            depth,
+            observer,
+            _worker: Arc::new(WorkerGuard(Some(worker))),
+        }
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Embeds `texts`, batched with whatever else is waiting.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BatchError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        let d = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.tx.try_send(Job { texts, reply }) {
+            Ok(()) => self.observer.queue_depth(d),
+            Err(TrySendError::Full(_)) => {
+                let d = self.depth.fetch_sub(1, Ordering::Relaxed) - 1;
+                return Err(BatchError::QueueFull(d));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(BatchError::Stopped);
+            }
+        }
+        rx.await.map_err(|_| BatchError::Stopped)?
+    }
+}
+
+fn worker<E: Embedder>(
+    mut embedder: E,
+    rx: mpsc::Receiver<Job>,
+    s: BatchSettings,
+    depth: Arc<AtomicUsize>,
+    observer: Arc<dyn BatchObserver>,
+) {
+    let take = |job: Job, jobs: &mut Vec<Job>, n: &mut usize| {
+        let d = depth.fetch_sub(1, Ordering::Relaxed) - 1;
+        observer.queue_depth(d);
+        *n += job.texts.len();
+        jobs.push(job);
+    };
+    while let Ok(first) = rx.recv() {
+        let mut jobs = Vec::new();
+        let mut n = 0;
+        take(first, &mut jobs, &mut n);
+        let deadline = Instant::now() + s.max_wait;
+        while n < s.max_batch_size {
+            // Whatever is already queued joins without waiting; then wait out max_wait.
+            let next = match rx.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    rx.recv_timeout(deadline - now)
+                }
+            };
+            match next {
+                Ok(job) => take(job, &mut jobs, &mut n),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        run(&mut embedder, jobs, n, &s, observer.as_ref());
+    }
+}
+
+fn run<E: Embedder>(embedder: &mut E, jobs: Vec<Job>, n: usize, s: &BatchSettings, observer: &dyn BatchObserver) {
+    let started = Instant::now();
+    let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
+    // Sort by length so each chunk pads little; chunks of at most max_batch_size texts.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+    let mut error = None;
+    for chunk in order.chunks(s.max_batch_size) {
+        let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+        match embedder.embed(&batch) {
+            Ok(vs) if vs.len() == batch.len() => {
+                for (&i, v) in chunk.iter().zip(vs) {
+                    out[i] = Some(v);
+                }
+            }
+            Ok(vs) => error = Some(format!("{} vectors for {} texts", vs.len(), batch.len())),
+            Err(e) => error = Some(format!("{e:#}")),
+        }
+    }
+    observer.batch(n, jobs.len(), started.elapsed());
+    let mut it = out.into_iter();
+    for job in jobs {
+        let vs: Vec<Option<Vec<f32>>> = it.by_ref().take(job.texts.len()).collect();
+        let result = match (&error, vs.into_iter().collect::<Option<Vec<_>>>()) {
+            (None, Some(vs)) => Ok(vs),
+            (Some(e), _) => Err(BatchError::Failed(e.clone())),
+            (None, None) => Err(BatchError::Failed("missing output".into())),
+        };
+        let _ = job.reply.send(result);
+    }
+}

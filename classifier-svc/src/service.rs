@@ -1,0 +1,363 @@
+//! The gRPC service: `Classify`, `Embed` and standard health, plus start-up and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use router_proto::v1::classifier_server::{Classifier, ClassifierServer};
+use router_proto::v1::{
+    ClassifyRequest, ClassifyResponse, Decision, EmbedRequest, EmbedResponse, Embedding, Turn,
+};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use tonic_health::ServingStatus;
+use tracing::{debug, info, warn};
+
+use crate::batcher::{BatchError, BatchSettings, Batcher};
+use crate::config::{Config, Device};
+use crate::metrics::Metrics;
+use crate::model::{LoadOptions, Model};
+use crate::policy::Router;
+
+/// Printed (at info level) once the models are loaded and warm and health reports SERVING.
+pub const SERVING_LOG: &str = "classifier-svc SERVING";
+
+/// Most texts one `Embed` call may carry.
+pub const MAX_EMBED_TEXTS: usize = 256;
+
+/// Loaded model behind the batcher, and the routing policy.
+pub struct Engine {
+    pub batcher: Batcher,
+    pub router: Router,
+    pub dim: usize,
+}
+
+impl Engine {
+    /// Loads the embedding model on the configured device, embeds the category examples,
+    /// warms the configured shape buckets and starts the batching worker. Blocking.
+    pub fn build(config: &Config, metrics: Arc<Metrics>) -> Result<Self> {
+        match config.bert_model.device {
+            Device::Cpu => Self::build_on::<crate::CpuBackend>(config, Default::default(), metrics),
+            #[cfg(feature = "cuda")]
+            Device::Cuda => {
+                crate::gpu::configure_cubecl();
+                Self::build_on::<burn::backend::Cuda>(config, Default::default(), metrics)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda => bail!(
+                "bert_model.device: cuda requested but this binary was built without the `cuda` feature"
+            ),
+        }
+    }
+
+    fn build_on<B: Backend>(config: &Config, device: B::Device, metrics: Arc<Metrics>) -> Result<Self>
+    where
+        Model<B>: Send,
+    {
+        let t = Instant::now();
+        let dir = &config.bert_model.model_id;
+        let opts = LoadOptions {
+            max_len: Some(config.bert_model.max_seq_len),
+            task: Some(crate::model::Task::Embedding),
+        };
+        let mut model = Model::<B>::load(dir, &opts, &device)
+            .with_context(|| format!("bert_model.model_id: loading {}", dir.display()))?;
+        if config.bert_model.device == Device::Cuda {
+            model.seq_buckets = config.server.warmup_seq_lens.clone();
+        }
+        info!(model = %dir.display(), device = ?config.bert_model.device, millis = t.elapsed().as_millis() as u64, "model loaded");
+
+        // All category texts in a few batches (one forward per chunk, not per text).
+        let texts = Router::category_texts(config);
+        let flat: Vec<&str> = texts.iter().flatten().map(|s| s.as_str()).collect();
+        let mut vectors = Vec::with_capacity(flat.len());
+        for chunk in flat.chunks(config.batching.max_batch_size.max(1)) {
+            vectors.extend(model.embed(chunk)?);
+        }
+        let mut it = vectors.into_iter();
+        let embeddings = texts
+            .iter()
+            .map(|t| it.by_ref().take(t.len()).collect())
+            .collect();
+        let router = Router::new(config, embeddings);
+        let dim = model.hidden_size;
+
+        // Warm the shape buckets on GPU backends (kernels are compiled and autotuned per
+        // shape); the CPU backend has nothing to warm.
+        if config.bert_model.device != Device::Cpu {
+            let t = Instant::now();
+            for &len in &config.server.warmup_seq_lens {
+                let text = vec!["warm"; len.saturating_sub(2).max(1)].join(" ");
+                for b in [1, config.batching.max_batch_size.min(8)] {
+                    model.embed(&vec![text.as_str(); b])?;
+                }
+            }
+            info!(millis = t.elapsed().as_millis() as u64, "warm-up done");
+        }
+
+        let settings = BatchSettings {
+            max_batch_size: config.batching.max_batch_size,
+            max_wait: Duration::from_micros(config.batching.max_wait_micros),
+            queue_capacity: config.batching.queue_capacity,
+        };
+        let batcher = Batcher::start(
+            move |texts: &[String]| model.embed(texts),
+            settings,
+            metrics,
+        );
+        Ok(Self { batcher, router, dim })
+    }
+
+    /// The decision for one request.
+    pub async fn classify(&self, req: &ClassifyRequest) -> Result<Decision, BatchError> {
+        let t = Instant::now();
+        let mut texts = vec![req.text.clone()];
+        let use_context = !req.context.is_empty() && self.router.context_weight > 0.0;
+        if use_context {
+            texts.push(context_text(&req.context));
+        }
+        let embs = self.batcher.embed(texts).await?;
+        let prompt = self
+            .router
+            .prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
+        let mut d = self.router.decide(&prompt);
+        d.processing_micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        Ok(d)
+    }
+}
+
+/// Earlier turns as one text, newest first (truncation then drops the oldest).
+fn context_text(turns: &[Turn]) -> String {
+    turns
+        .iter()
+        .rev()
+        .map(|t| t.content.as_str())
+        .filter(|c| !c.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn to_status(e: BatchError) -> Status {
+    match e {
+        BatchError::QueueFull(n) => Status::resource_exhausted(format!("classifier overloaded: {n} requests queued")),
+        BatchError::Stopped => Status::unavailable("classifier is shutting down"),
+        BatchError::Failed(m) => Status::internal(m),
+    }
+}
+
+#[derive(Clone)]
+pub struct ClassifierService {
+    engine: Arc<OnceLock<Engine>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClassifierService {
+    fn engine(&self) -> Result<&Engine, Status> {
+        self.engine
+            .get()
+            .ok_or_else(|| Status::unavailable("classifier is loading its models"))
+    }
+
+    fn record(&self, method: &str, t: Instant, result: &Result<impl Sized, Status>) {
+        self.metrics
+            .latency
+            .with_label_values(&[method])
+            .observe(t.elapsed().as_secs_f64());
+        let code = match result {
+            Ok(_) => "OK".to_string(),
+            Err(s) => format!("{:?}", s.code()),
+        };
+        self.metrics.requests.with_label_values(&[method, &code]).inc();
+    }
+}
+
+#[tonic::async_trait]
+impl Classifier for ClassifierService {
+    async fn classify(
+        &self,
+        request: Request<ClassifyRequest>,
+    ) -> Result<Response<ClassifyResponse>, Status> {
+        let t = Instant::now();
+        let req = request.into_inner();
+        let result = match self.engine() {
+            Ok(engine) => engine.classify(&req).await.map_err(to_status),
+            Err(s) => Err(s),
+        };
+        self.record("Classify", t, &result);
+        match result {
+            Ok(d) => {
+                self.metrics
+                    .decisions
+                    .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
+                    .inc();
+                info!(
+                    request_id = %req.request_id,
+                    category = %d.category,
+                    model = %d.selected_model,
+                    confidence = d.confidence,
+                    reason = %d.reason,
+                    micros = d.processing_micros,
+                    context_turns = req.context.len(),
+                    "classified"
+                );
+                debug!(request_id = %req.request_id, text = %req.text, "classified text");
+                Ok(Response::new(ClassifyResponse { decision: Some(d) }))
+            }
+            Err(s) => {
+                warn!(request_id = %req.request_id, code = ?s.code(), message = s.message(), "classify failed");
+                Err(s)
+            }
+        }
+    }
+
+    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
+        let t = Instant::now();
+        let texts = request.into_inner().texts;
+        let n = texts.len();
+        let result = async {
+            if n > MAX_EMBED_TEXTS {
+                return Err(Status::invalid_argument(format!(
+                    "at most {MAX_EMBED_TEXTS} texts per Embed call, got {n}"
+                )));
+            }
+            let engine = self.engine()?;
+            engine.batcher.embed(texts).await.map_err(to_status)
+        }
+        .await;
+        self.record("Embed", t, &result);
+        let vectors = result?;
+        info!(texts = n, micros = t.elapsed().as_micros() as u64, "embedded");
+        Ok(Response::new(EmbedResponse {
+            embeddings: vectors.into_iter().map(|values| Embedding { values }).collect(),
+        }))
+    }
+}
+
+/// Binds the configured addresses and runs until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let addr = config.listen_addr()?;
+    let grpc = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("server.listen: cannot bind {addr}"))?;
+    let metrics = match config.metrics_addr()? {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("server.metrics_listen: cannot bind {a}"))?,
+        ),
+        None => None,
+    };
+    serve_with_listeners(config, grpc, metrics, shutdown).await
+}
+
+/// Like [`serve`], on already bound listeners (tests use ephemeral ports).
+///
+/// Health is NOT_SERVING from the start until the model is loaded and warm, then SERVING for
+/// `""` and `semantic_router.v1.Classifier`; [`SERVING_LOG`] is logged at that moment.
+pub async fn serve_with_listeners(
+    config: Config,
+    grpc: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let grpc_addr: SocketAddr = grpc.local_addr()?;
+    let metrics_task = metrics_listener.map(|l| {
+        info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics endpoint at /metrics");
+        tokio::spawn(crate::metrics::serve_metrics(l, metrics.clone()))
+    });
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let service_name = <ClassifierServer<ClassifierService> as tonic::server::NamedService>::NAME;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
+
+    let engine = Arc::new(OnceLock::new());
+    let svc = ClassifierService { engine: engine.clone(), metrics: metrics.clone() };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(ClassifierServer::new(svc))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    info!(addr = %grpc_addr, "gRPC listening (NOT_SERVING until warm)");
+
+    // Shutdown may arrive while the model is still loading.
+    let stop = stop_tx.clone();
+    let shutdown_task = tokio::spawn(async move {
+        shutdown.await;
+        info!("shutdown requested");
+        let _ = stop.send(true);
+    });
+
+    let cfg = config.clone();
+    let m = metrics.clone();
+    let mut loading = tokio::task::spawn_blocking(move || Engine::build(&cfg, m));
+    let mut stopped = stop_rx.clone();
+    let built = tokio::select! {
+        r = &mut loading => Some(r),
+        _ = stopped.wait_for(|s| *s) => None,
+    };
+    match built {
+        Some(Ok(Ok(e))) => {
+            let _ = engine.set(e);
+            reporter.set_service_status("", ServingStatus::Serving).await;
+            reporter.set_service_status(service_name, ServingStatus::Serving).await;
+            info!(addr = %grpc_addr, "{SERVING_LOG}");
+        }
+        Some(Ok(Err(e))) => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            shutdown_task.abort();
+            return Err(e);
+        }
+        Some(Err(e)) => {
+            let _ = stop_tx.send(true);
+            shutdown_task.abort();
+            bail!("model loading panicked: {e}");
+        }
+        None => {}
+    }
+
+    let result = server.await;
+    shutdown_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    result.context("gRPC server task")?.context("gRPC server")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
