@@ -248,3 +248,37 @@ async fn other_endpoints_and_paths() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["object"], "list");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reasoning_and_system_prompt_reach_the_backend() {
+    use router_proto::v1::{system_prompt::Mode, Decision, Reasoning, SystemPrompt};
+    let decision = Decision {
+        selected_model: "deepseek-r1-math".into(),
+        category: "math".into(),
+        confidence: 0.9,
+        reasoning: Some(Reasoning { enabled: true, chat_template_kwarg: "enable_thinking".into(), effort: String::new() }),
+        system_prompt: Some(SystemPrompt { text: "You are a careful mathematician.".into(), mode: Mode::Replace as i32 }),
+        ..Default::default()
+    };
+    let s = stack_with(DEFAULT_CONFIG, Behaviour::Fixed(decision)).await;
+    let body = json!({"model": "MoM", "messages": [
+        {"role": "system", "content": "client system prompt"},
+        {"role": "user", "content": "Integrate x"}
+    ]});
+    let r = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vsr-selected-reasoning"), Some("on"));
+    assert_eq!(r.header("x-vsr-injected-system-prompt"), Some("true"));
+    let seen: serde_json::Value = serde_json::from_slice(&s.secondary.last().unwrap().body).unwrap();
+    assert_eq!(seen["chat_template_kwargs"]["enable_thinking"], true);
+    assert_eq!(seen["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(seen["messages"][0]["content"], "You are a careful mathematician.");
+
+    // A client's explicit choice is kept.
+    let body = json!({"model": "MoM", "chat_template_kwargs": {"enable_thinking": false},
+                      "messages": [{"role": "user", "content": "Integrate x"}]});
+    let r = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert_eq!(r.header("x-vsr-selected-reasoning"), Some("client"));
+    let seen: serde_json::Value = serde_json::from_slice(&s.secondary.last().unwrap().body).unwrap();
+    assert_eq!(seen["chat_template_kwargs"]["enable_thinking"], false);
+}

@@ -1,5 +1,6 @@
 //! The per-request state machine: strip spoofed headers, buffer, parse, classify, apply.
 
+use crate::body_mutations::{self, ReasoningOutcome};
 use crate::config::{FailMode, FilterConfig};
 use crate::host::{Host, LogLevel};
 use crate::json_edit;
@@ -26,7 +27,7 @@ enum State {
     /// Waiting for the whole body.
     Buffering { endpoint: Endpoint },
     /// The Classify callout is in flight.
-    Classifying { token: u32, body: Vec<u8>, started_nanos: u64 },
+    Classifying { token: u32, endpoint: Endpoint, body: Vec<u8>, started_nanos: u64 },
     /// Decided (or answered locally); nothing left to do on the request path.
     Done,
 }
@@ -100,7 +101,7 @@ impl RequestFilter {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match host.dispatch_classify(&self.config.classifier_cluster, &message, timeout) {
             Ok(token) => {
-                self.state = State::Classifying { token, body, started_nanos: host.now_nanos() };
+                self.state = State::Classifying { token, endpoint, body, started_nanos: host.now_nanos() };
                 Flow::Pause
             }
             Err(e) => {
@@ -112,8 +113,8 @@ impl RequestFilter {
 
     /// The Classify reply (or its failure). Always resumes or answers the request.
     pub fn on_classify_response(&mut self, host: &mut impl Host, token: u32, grpc_status: u32, size: usize) {
-        let (body, started) = match std::mem::take(&mut self.state) {
-            State::Classifying { token: t, body, started_nanos } if t == token => (body, started_nanos),
+        let (endpoint, body, started) = match std::mem::take(&mut self.state) {
+            State::Classifying { token: t, endpoint, body, started_nanos } if t == token => (endpoint, body, started_nanos),
             other => {
                 self.state = other;
                 return;
@@ -137,7 +138,7 @@ impl RequestFilter {
                 .and_then(|r| r.decision);
             match decoded {
                 None => self.fall_back(host, body, FallbackReason::BadReply),
-                Some(decision) => self.apply_decision(host, body, decision),
+                Some(decision) => self.apply_decision(host, endpoint, body, decision),
             }
         };
         if flow == Flow::Continue {
@@ -168,7 +169,7 @@ impl RequestFilter {
         }
     }
 
-    fn apply_decision(&mut self, host: &mut impl Host, body: Vec<u8>, decision: Decision) -> Flow {
+    fn apply_decision(&mut self, host: &mut impl Host, endpoint: Endpoint, body: Vec<u8>, decision: Decision) -> Flow {
         if let Some(block) = &decision.block {
             host.count(Counter::Blocked);
             self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
@@ -187,7 +188,29 @@ impl RequestFilter {
         }
         host.count(Counter::Routed);
         self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
-        self.rewrite_model(host, &body, &decision.selected_model);
+        let mut body = with_model(&body, &decision.selected_model);
+        if endpoint == Endpoint::ChatCompletions {
+            if let Some(reasoning) = &decision.reasoning {
+                let (edited, outcome) = body_mutations::apply_reasoning(&body, reasoning);
+                body = edited;
+                let value = match outcome {
+                    ReasoningOutcome::Applied if reasoning.enabled => Some("on"),
+                    ReasoningOutcome::Applied => Some("off"),
+                    ReasoningOutcome::KeptClientValue => Some("client"),
+                    ReasoningOutcome::NotApplicable => None,
+                };
+                if let Some(value) = value {
+                    self.decision_headers.push((self.config.header("selected-reasoning"), value.into()));
+                }
+            }
+            if let Some(prompt) = decision.system_prompt.as_ref().filter(|p| !p.text.is_empty()) {
+                if let Some(edited) = body_mutations::apply_system_prompt(&body, prompt) {
+                    body = edited;
+                    self.decision_headers.push((self.config.header("injected-system-prompt"), "true".into()));
+                }
+            }
+        }
+        self.replace_body(host, &body);
         self.apply_headers(host);
         Flow::Continue
     }
@@ -225,7 +248,7 @@ impl RequestFilter {
             (self.config.header("selected-model"), header_value(&model)),
             (self.config.header("fallback"), reason.as_str().to_string()),
         ];
-        self.rewrite_model(host, &body, &model);
+        self.replace_body(host, &with_model(&body, &model));
         self.apply_headers(host);
         Flow::Continue
     }
@@ -235,15 +258,10 @@ impl RequestFilter {
         self.apply_headers(host);
     }
 
-    fn rewrite_model(&self, host: &mut impl Host, body: &[u8], model: &str) {
-        let Some(span) = json_edit::top_level_value_span(body, "model") else {
-            host.log(LogLevel::Error, "validated body has no top-level model; not rewritten");
-            return;
-        };
-        let rewritten = json_edit::splice(body, span, &json_edit::json_string(model));
-        host.replace_request_body(&rewritten);
+    fn replace_body(&self, host: &mut impl Host, body: &[u8]) {
+        host.replace_request_body(body);
         if host.request_header("content-length").is_some() {
-            host.set_request_header("content-length", &rewritten.len().to_string());
+            host.set_request_header("content-length", &body.len().to_string());
         }
     }
 
@@ -270,6 +288,14 @@ impl RequestFilter {
         }
         host.send_local_response(error.status, &headers, &error.to_json());
         Flow::Pause
+    }
+}
+
+/// `body` with its top-level `model` set to `model` (validated bodies always have one).
+fn with_model(body: &[u8], model: &str) -> Vec<u8> {
+    match json_edit::top_level_value_span(body, "model") {
+        Some(span) => json_edit::splice(body, span, &json_edit::json_string(model)),
+        None => body.to_vec(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! The request logic lives in plain Rust ([`filter`], [`openai`], [`config`]) behind the
 //! [`host::Host`] trait, so it is unit-tested natively; [`wasm`] is the thin proxy-wasm glue.
 
+pub mod body_mutations;
 pub mod config;
 pub mod filter;
 pub mod host;

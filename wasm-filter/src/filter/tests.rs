@@ -343,3 +343,45 @@ fn header_values_cannot_inject_lines() {
     filter.on_classify_response(&mut host, 7, 0, 1);
     assert_eq!(host.header("x-selected-model"), Some("mx-evil: 1"));
 }
+
+#[test]
+fn reasoning_and_system_prompt_are_applied_for_the_selected_model() {
+    use router_proto::v1::{system_prompt::Mode, Reasoning, SystemPrompt};
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "deepseek-r1-math".into(),
+        category: "math".into(),
+        reasoning: Some(Reasoning { enabled: true, chat_template_kwarg: "thinking".into(), effort: String::new() }),
+        system_prompt: Some(SystemPrompt { text: "You are a mathematician.".into(), mode: Mode::Insert as i32 }),
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 1);
+    let body = host.body_json();
+    assert_eq!(body["model"], "deepseek-r1-math");
+    assert_eq!(body["chat_template_kwargs"]["thinking"], true);
+    assert_eq!(body["messages"][0]["role"], "system");
+    assert_eq!(body["messages"][0]["content"], "You are a mathematician.");
+    assert_eq!(body["messages"][1]["content"], "What is 2+2?");
+    assert_eq!(host.header("x-vsr-selected-reasoning"), Some("on"));
+    assert_eq!(host.header("x-vsr-injected-system-prompt"), Some("true"));
+    assert_eq!(host.header("content-length"), Some(host.body.len().to_string().as_str()));
+}
+
+#[test]
+fn body_mutations_only_touch_chat_completions() {
+    use router_proto::v1::{system_prompt::Mode, SystemPrompt};
+    let body = r#"{"model":"auto","prompt":"Prove it"}"#;
+    let mut host = RecordingHost::request("/v1/completions", body);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "m".into(),
+        system_prompt: Some(SystemPrompt { text: "S".into(), mode: Mode::Replace as i32 }),
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 1);
+    assert_eq!(String::from_utf8(host.body.clone()).unwrap(), r#"{"model":"m","prompt":"Prove it"}"#);
+    assert_eq!(host.header("x-vsr-injected-system-prompt"), None);
+}
