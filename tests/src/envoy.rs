@@ -49,8 +49,10 @@ pub struct EnvoyConfig {
     pub secondary: (String, u16),
     /// Models routed to the secondary backend (exact names).
     pub secondary_models: Vec<String>,
-    /// The filter's plugin configuration (JSON); `None` renders plain Envoy without the filter.
+    /// The filter's plugin configuration (JSON); `None` renders Envoy without the wasm filter.
     pub filter_config: Option<String>,
+    /// Port of an ext_proc server: renders the ExtProc baseline instead (benchmarks only).
+    pub extproc_port: Option<u16>,
     pub wasm_path: PathBuf,
     pub buffer_limit_bytes: usize,
 }
@@ -66,6 +68,7 @@ impl EnvoyConfig {
             secondary: ("127.0.0.1".into(), secondary),
             secondary_models: vec!["deepseek-r1-math".into()],
             filter_config: Some(filter_config.into()),
+            extproc_port: None,
             wasm_path: wasm_filter_path(),
             buffer_limit_bytes: 32 * 1024 * 1024,
         }
@@ -76,7 +79,11 @@ impl EnvoyConfig {
         let mut text = std::fs::read_to_string(&template_path)
             .with_context(|| format!("reading {}", template_path.display()))?;
         if self.filter_config.is_none() {
-            text = drop_block(&text, "# BEGIN semantic-router", "# END semantic-router")?;
+            text = drop_block(&text, "# BEGIN semantic-router ", "# END semantic-router")?;
+        }
+        if self.extproc_port.is_none() {
+            text = drop_block(&text, "# BEGIN extproc-baseline ", "# END extproc-baseline\n")?;
+            text = drop_block(&text, "# BEGIN extproc-baseline-cluster", "# END extproc-baseline-cluster")?;
         }
         let regex = if self.secondary_models.is_empty() {
             "^$a".to_string() // matches nothing
@@ -98,6 +105,7 @@ impl EnvoyConfig {
             ("FILTER_CONFIG", filter_config),
             ("WASM_PATH", self.wasm_path.display().to_string()),
             ("BUFFER_LIMIT_BYTES", self.buffer_limit_bytes.to_string()),
+            ("EXTPROC_PORT", self.extproc_port.unwrap_or(0).to_string()),
         ];
         for (name, value) in vars {
             text = text.replace(&format!("${{{name}}}"), &value);
@@ -110,9 +118,9 @@ impl EnvoyConfig {
 }
 
 fn drop_block(text: &str, begin: &str, end: &str) -> Result<String> {
-    let start = text.find(begin).context("template lacks the filter BEGIN marker")?;
+    let start = text.find(begin).with_context(|| format!("template lacks {begin:?}"))?;
     let start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let stop = text.find(end).context("template lacks the filter END marker")?;
+    let stop = start + text[start..].find(end).with_context(|| format!("template lacks {end:?}"))?;
     let stop = text[stop..].find('\n').map_or(text.len(), |i| stop + i + 1);
     Ok(format!("{}{}", &text[..start], &text[stop..]))
 }
@@ -146,7 +154,8 @@ impl EnvoyProcess {
         let mut cmd = Command::new(envoy_binary()?);
         cmd.arg("-c")
             .arg(&yaml)
-            .args(["--log-level", "info", "--concurrency", "2", "--disable-hot-restart"])
+            .args(["--log-level", &std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into())])
+            .args(["--concurrency", "2", "--disable-hot-restart"])
             .args(["--base-id", &config.admin_port.to_string()])
             .stdin(Stdio::null());
         if inherit_output {
@@ -205,6 +214,10 @@ impl EnvoyProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
         Ok(self.child.try_wait()?)
     }
@@ -244,4 +257,30 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_variant_completely() {
+        let wasm = EnvoyConfig::new(1, 2, 3, r#"{"default_model":"it's"}"#);
+        let text = wasm.render().unwrap();
+        assert!(text.contains("envoy.filters.http.wasm") && !text.contains("ext_proc"));
+        assert!(text.contains(r#"value: '{"default_model":"it''s"}'"#), "single quotes escaped for YAML");
+        assert!(text.contains("^(deepseek-r1-math)$"));
+
+        let mut plain = wasm.clone();
+        plain.filter_config = None;
+        let text = plain.render().unwrap();
+        assert!(!text.contains("envoy.filters.http.wasm") && !text.contains("extproc"));
+        assert!(text.contains("envoy.filters.http.router"));
+
+        let mut extproc = plain.clone();
+        extproc.extproc_port = Some(4444);
+        let text = extproc.render().unwrap();
+        assert!(text.contains("envoy.filters.http.ext_proc") && text.contains("port_value: 4444"));
+        assert!(!text.contains("envoy.filters.http.wasm"));
+    }
 }

@@ -5,4 +5,5 @@
 pub mod classifier_double;
 pub mod client;
 pub mod envoy;
+pub mod extproc_baseline;
 pub mod openai_sim;

@@ -1,29 +1,138 @@
-//! `just bench-overhead`: latency the filter adds to Envoy, measured side by side in one run.
+//! `just bench-overhead` / `just bench-extproc`: what routing adds to Envoy, measured side by side.
 //!
-//! Three Envoys from the same template in front of the same simulated backend: one without the
-//! filter, one with it serving an explicit model, one with it calling the classifier test double
-//! for `MoM`. Requests to
-//! the three variants are interleaved (round-robin, rotating start) so drift hits all alike.
-//! Usage: bench-overhead [--requests N] [--concurrency 1,16]
+//! One Envoy per variant, all rendered from `envoy/envoy.yaml.tmpl`, in front of the same
+//! simulated backend: plain Envoy; the wasm filter with an explicit model (no callout); the wasm
+//! filter routing `MoM` through its gRPC callout; and, with `--extproc`, the ExtProc design
+//! (`ext_proc` + a Rust ext_proc server doing the same rewrite with the same Classify call). The
+//! classifier is the instant-answer test double, so the architecture is measured, not a model.
+//! Requests are interleaved round-robin (rotating start) so drift hits all variants alike. CPU per
+//! request is the variant's Envoy (+ ext_proc server) CPU time over the requests it served.
+//!
+//! Usage: bench-overhead [--requests N] [--concurrency 1,16] [--extproc] [--saturation-secs S]
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use router_tests::classifier_double::{Behaviour, ClassifierDouble};
 use router_tests::client::HttpClient;
-use router_tests::envoy::{EnvoyConfig, EnvoyProcess};
+use router_tests::envoy::{free_port, EnvoyConfig, EnvoyProcess};
 use router_tests::openai_sim;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const VARIANTS: [&str; 3] = ["envoy (no filter)", "filter, explicit model", "filter + classifier callout"];
+struct Variant {
+    name: &'static str,
+    url: String,
+    body: String,
+    /// Processes whose CPU time is this variant's cost.
+    pids: Vec<u32>,
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chat_body(model: &str) -> String {
+    serde_json::json!({"model": model, "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the derivative of x^3 + 2x with respect to x?"}
+    ], "temperature": 0.2})
+    .to_string()
+}
+
+async fn start_envoy(config: EnvoyConfig) -> Result<EnvoyProcess> {
+    tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await?
+}
+
+/// Closed-loop interleaved run; returns latencies (µs) per variant and the wall time.
+async fn interleaved(variants: &Arc<Vec<(String, String)>>, concurrency: usize, per_variant: usize) -> (Vec<Vec<f64>>, f64) {
+    let n = variants.len();
+    let per_worker = per_variant.div_ceil(concurrency);
+    let warmup = 20usize;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let variants = variants.clone();
+        workers.push(tokio::spawn(async move {
+            let client = HttpClient::new(Duration::from_secs(10));
+            let mut samples = vec![Vec::new(); n];
+            for round in 0..(per_worker + warmup) {
+                for k in 0..n {
+                    let v = (round + worker + k) % n;
+                    let (url, body) = &variants[v];
+                    let t = Instant::now();
+                    let reply = client.post(url, body.clone(), &[]).await.expect("request");
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    if round >= warmup {
+                        samples[v].push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                }
+            }
+            samples
+        }));
+    }
+    let mut all = vec![Vec::new(); n];
+    for w in workers {
+        for (v, s) in w.await.expect("worker").into_iter().enumerate() {
+            all[v].extend(s);
+        }
+    }
+    for s in all.iter_mut() {
+        s.sort_by(f64::total_cmp);
+    }
+    (all, started.elapsed().as_secs_f64())
+}
+
+/// One variant alone at `concurrency` for `secs`: requests per second.
+async fn saturation(url: &str, body: &str, concurrency: usize, secs: f64) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (url, body, done) = (url.to_string(), body.to_string(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let client = HttpClient::new(Duration::from_secs(10));
+            while Instant::now() < deadline {
+                let reply = client.post(&url, body.clone(), &[]).await.expect("request");
+                assert_eq!(reply.status, 200);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    done.load(Ordering::Relaxed) as f64 / secs
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut requests = 2000usize;
     let mut concurrencies = vec![1usize, 16];
+    let mut with_extproc = false;
+    let mut saturation_secs = 0.0f64;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -31,6 +140,8 @@ async fn main() -> Result<()> {
             "--concurrency" => {
                 concurrencies = args.next().unwrap_or_default().split(',').map(str::parse).collect::<Result<_, _>>()?
             }
+            "--extproc" => with_extproc = true,
+            "--saturation-secs" => saturation_secs = args.next().unwrap_or_default().parse()?,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -38,76 +149,72 @@ async fn main() -> Result<()> {
     let (backend, _) = openai_sim::spawn("127.0.0.1:0".parse()?, "primary").await?;
     let classifier = ClassifierDouble::start(Behaviour::Decide).await;
     let filter_config = r#"{"default_model":"qwen3-8b","timeout_ms":1000}"#;
-    // One Envoy per variant, so each serves the same share of the load.
-    let mut envoys = Vec::new();
-    for variant in 0..3 {
-        let mut config = EnvoyConfig::new(classifier.addr.port(), backend.port(), backend.port(), filter_config);
-        config.secondary_models.clear();
-        if variant == 0 {
-            config.filter_config = None;
-        }
-        envoys.push(tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await??);
-    }
-    let body = |model: &str| {
-        serde_json::json!({"model": model, "messages": [
-            {"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "What is the derivative of x^3 + 2x with respect to x?"}
-        ], "temperature": 0.2})
-        .to_string()
+    let config = |filter: Option<&str>, extproc: Option<u16>| {
+        let mut c = EnvoyConfig::new(classifier.addr.port(), backend.port(), backend.port(), filter_config);
+        c.secondary_models.clear();
+        c.filter_config = filter.map(str::to_string);
+        c.extproc_port = extproc;
+        c
     };
-    let targets = Arc::new([
-        (envoys[0].url("/v1/chat/completions"), body("qwen3-8b")),
-        (envoys[1].url("/v1/chat/completions"), body("qwen3-8b")),
-        (envoys[2].url("/v1/chat/completions"), body("MoM")),
-    ]);
 
-    println!("| concurrency | variant | p50 (µs) | p99 (µs) | added p50 (µs) | added p99 (µs) | req/s |");
+    let mut envoys = Vec::new();
+    let mut variants = Vec::new();
+    for (name, filter, model) in [
+        ("envoy (no filter)", None, "qwen3-8b"),
+        ("wasm filter, explicit model", Some(filter_config), "qwen3-8b"),
+        ("wasm filter + classifier callout", Some(filter_config), "MoM"),
+    ] {
+        let envoy = start_envoy(config(filter, None)).await?;
+        variants.push(Variant { name, url: envoy.url("/v1/chat/completions"), body: chat_body(model), pids: vec![envoy.pid()] });
+        envoys.push(envoy);
+    }
+    let mut _extproc_server = None;
+    if with_extproc {
+        let port = free_port();
+        let exe = std::env::current_exe()?.with_file_name("extproc-baseline");
+        let child = Command::new(&exe)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--classifier", &classifier.addr.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let server_pid = child.id();
+        _extproc_server = Some(KillOnDrop(child));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let envoy = start_envoy(config(None, Some(port))).await?;
+        variants.push(Variant {
+            name: "ext_proc + classifier callout",
+            url: envoy.url("/v1/chat/completions"),
+            body: chat_body("MoM"),
+            pids: vec![envoy.pid(), server_pid],
+        });
+        envoys.push(envoy);
+    }
+
+    let targets: Arc<Vec<(String, String)>> = Arc::new(variants.iter().map(|v| (v.url.clone(), v.body.clone())).collect());
+    println!("| concurrency | variant | p50 (µs) | p99 (µs) | added p50 (µs) | added p99 (µs) | CPU/request (µs) |");
     println!("|---|---|---|---|---|---|---|");
     for &concurrency in &concurrencies {
-        let per_worker = requests.div_ceil(concurrency);
-        let warmup = 50usize;
-        let started = Instant::now();
-        let mut workers = Vec::new();
-        for worker in 0..concurrency {
-            let targets = targets.clone();
-            workers.push(tokio::spawn(async move {
-                let client = HttpClient::new(Duration::from_secs(10));
-                let mut samples: [Vec<f64>; 3] = Default::default();
-                for round in 0..(per_worker + warmup) {
-                    for k in 0..3 {
-                        let v = (round + worker + k) % 3;
-                        let (url, body) = &targets[v];
-                        let t = Instant::now();
-                        let reply = client.post(url, body.clone(), &[]).await.expect("request");
-                        assert_eq!(reply.status, 200, "{}", reply.text());
-                        if round >= warmup {
-                            samples[v].push(t.elapsed().as_secs_f64() * 1e6);
-                        }
-                    }
-                }
-                samples
-            }));
-        }
-        let mut all: [Vec<f64>; 3] = Default::default();
-        for w in workers {
-            for (v, s) in w.await?.into_iter().enumerate() {
-                all[v].extend(s);
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        for s in all.iter_mut() {
-            s.sort_by(f64::total_cmp);
-        }
-        let (base50, base99) = (percentile(&all[0], 0.5), percentile(&all[0], 0.99));
-        for (v, s) in all.iter().enumerate() {
+        let cpu_before: Vec<f64> = variants.iter().map(|v| cpu_of(&v.pids)).collect();
+        let (samples, _) = interleaved(&targets, concurrency, requests).await;
+        for (i, v) in variants.iter().enumerate() {
+            let s = &samples[i];
             let (p50, p99) = (percentile(s, 0.5), percentile(s, 0.99));
-            let added = if v == 0 { ("—".to_string(), "—".to_string()) } else { (format!("{:+.0}", p50 - base50), format!("{:+.0}", p99 - base99)) };
-            println!(
-                "| {concurrency} | {} | {p50:.0} | {p99:.0} | {} | {} | {:.0} |",
-                VARIANTS[v], added.0, added.1, s.len() as f64 / elapsed
-            );
+            let (base50, base99) = (percentile(&samples[0], 0.5), percentile(&samples[0], 0.99));
+            let added = if i == 0 { ("—".into(), "—".into()) } else { (format!("{:+.0}", p50 - base50), format!("{:+.0}", p99 - base99)) };
+            // Warm-up requests also burned CPU; count them too.
+            let served = s.len() + 20 * concurrency;
+            let cpu = (cpu_of(&v.pids) - cpu_before[i]) * 1e6 / served as f64;
+            println!("| {concurrency} | {} | {p50:.0} | {p99:.0} | {} | {} | {cpu:.0} |", v.name, added.0, added.1);
         }
     }
-    println!("\nclassifier calls: {}, fallbacks: {}", classifier.calls(), envoys[2].counter("semantic_router.fallback.timeout") + envoys[2].counter("semantic_router.fallback.unavailable"));
+    if saturation_secs > 0.0 {
+        let concurrency = *concurrencies.iter().max().unwrap_or(&16);
+        println!("\n| variant | throughput alone at concurrency {concurrency} (req/s) |\n|---|---|");
+        for v in &variants {
+            let rps = saturation(&v.url, &v.body, concurrency, saturation_secs).await;
+            println!("| {} | {rps:.0} |", v.name);
+        }
+    }
+    println!("\nclassifier calls: {}", classifier.calls());
     Ok(())
 }
