@@ -623,13 +623,14 @@ fn local_envoy_template_agrees_with_the_deployment() {
     let re = regex::Regex::new(r"\$\{[A-Z0-9_]+\}").unwrap();
     let rendered = re.replace_all(&tmpl, "0");
     let envoy = &load_yaml_docs(&rendered).expect("template parses once its variables are filled")[0];
-    let cfg = filter_config(one(&build(""), "EnvoyExtensionPolicy"));
-    let eep = one(&build(""), "EnvoyExtensionPolicy");
+    let docs = build("");
+    let cfg = filter_config(one(&docs, "EnvoyExtensionPolicy"));
+    let eep = one(&docs, "EnvoyExtensionPolicy");
 
     let clusters = envoy["static_resources"]["clusters"].as_array().unwrap();
     let local = clusters.iter().find(|c| c["name"] == cfg.classifier_cluster.as_str())
         .unwrap_or_else(|| panic!("envoy.yaml.tmpl has no cluster {:?}", cfg.classifier_cluster));
-    let ep = one(&build(""), "EnvoyProxy");
+    let ep = one(&docs, "EnvoyProxy");
     let deployed = bootstrap(ep)["static_resources"]["clusters"][0].clone();
     assert_eq!(local["typed_extension_protocol_options"], deployed["typed_extension_protocol_options"]);
     assert_eq!(local["type"], deployed["type"]);

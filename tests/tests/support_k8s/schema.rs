@@ -16,7 +16,7 @@ pub struct Schemas {
     by_gvk: HashMap<(String, String, String), Value>,
     /// A complete core/v1 PodSpec schema, taken from a CRD that embeds one.
     pub pod_spec: Value,
-    patterns: std::cell::RefCell<HashMap<String, Option<Regex>>>,
+    patterns: std::sync::Mutex<HashMap<String, Option<Regex>>>,
 }
 
 pub fn yaml_to_json(v: serde_yaml::Value) -> Value {
@@ -238,7 +238,8 @@ impl Schemas {
 
     fn regex(&self, pattern: &str) -> Option<Regex> {
         self.patterns
-            .borrow_mut()
+            .lock()
+            .unwrap()
             .entry(pattern.to_string())
             .or_insert_with(|| Regex::new(pattern).ok())
             .clone()
