@@ -60,8 +60,9 @@ run: setup build
 # Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
 test: setup build-wasm
     cargo test -p wasm-filter
-    cargo test -p router-tests
     cargo test --release -p classifier-svc
+    cargo build --release -p classifier-svc
+    cargo test -p router-tests
 
 # All benchmarks.
 bench: bench-overhead

@@ -12,6 +12,7 @@
 use anyhow::{bail, Context, Result};
 use router_tests::envoy::{repo_root, EnvoyConfig, EnvoyProcess};
 use router_tests::openai_sim;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -54,18 +55,29 @@ fn default_model(config_path: &std::path::Path) -> Result<String> {
         .with_context(|| format!("{} has no top-level default_model", config_path.display()))
 }
 
-fn wait_for_port(port: u16, child: &mut Child, timeout: Duration) -> Result<()> {
+/// Relays the sidecar's log lines to our stderr and waits for its SERVING line (models loaded
+/// and warm), so the stack is ready to classify when the curl line is printed.
+fn wait_until_serving(child: &mut Child, timeout: Duration) -> Result<()> {
+    let stderr = child.stderr.take().context("classifier stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if line.contains("classifier-svc SERVING") {
+                let _ = tx.send(());
+            }
+        }
+    });
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    while rx.recv_timeout(Duration::from_millis(200)).is_err() {
         if let Some(status) = child.try_wait()? {
             bail!("classifier exited with {status} during start");
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+        if Instant::now() > deadline {
+            bail!("classifier not SERVING within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("classifier did not listen on port {port} within {timeout:?}")
+    Ok(())
 }
 
 #[tokio::main]
@@ -104,11 +116,12 @@ async fn main() -> Result<()> {
         .args(["--listen", &format!("127.0.0.1:{CLASSIFIER_PORT}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{METRICS_PORT}")])
         .args(env_or("CLASSIFIER_ARGS", "").split_whitespace())
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
     let mut classifier = KillOnDrop(
         command.spawn().with_context(|| format!("starting {} (build it with `just build`)", classifier_bin.display()))?,
     );
-    wait_for_port(CLASSIFIER_PORT, &mut classifier.0, Duration::from_secs(300))?;
+    wait_until_serving(&mut classifier.0, Duration::from_secs(300))?;
 
     let filter_config = serde_json::json!({
         "default_model": default_model,
@@ -132,10 +145,15 @@ async fn main() -> Result<()> {
     );
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = &mut ctrl_c => {
                 eprintln!("local-stack: stopping");
+                break;
+            }
+            _ = terminate.recv() => {
+                eprintln!("local-stack: terminated, stopping");
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {

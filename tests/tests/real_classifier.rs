@@ -1,0 +1,83 @@
+//! The real sidecar (release `classifier-svc`, all-MiniLM-L6-v2 on burn's CPU backend, the shipped
+//! routing policy) behind a real Envoy with the filter: what `just run` serves.
+
+use router_tests::client::HttpClient;
+use router_tests::envoy::{free_port, repo_root, EnvoyConfig, EnvoyProcess};
+use router_tests::openai_sim;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sidecar(Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the sidecar and waits for its SERVING log line.
+fn start_sidecar(grpc_port: u16) -> Sidecar {
+    let root = repo_root();
+    let bin = root.join("target/release/classifier-svc");
+    assert!(bin.exists(), "{} missing: run `cargo build --release -p classifier-svc` (just test does)", bin.display());
+    let mut child = Command::new(&bin)
+        .current_dir(&root)
+        .args(["serve", "--config", "classifier-svc/config/router.yaml"])
+        .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
+        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start classifier-svc");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("classifier-svc SERVING") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rx.recv_timeout(Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "classifier-svc not SERVING within 120 s");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("classifier-svc exited during start: {status}");
+        }
+    }
+    Sidecar(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_model_routes_by_meaning() {
+    let grpc_port = free_port();
+    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar(grpc_port)).await.unwrap();
+    let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
+    let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
+    let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
+    let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
+    let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap();
+    let client = HttpClient::default();
+    let ask = |prompt: &str| json!({"model": "MoM", "messages": [{"role": "user", "content": prompt}]}).to_string();
+
+    let r = client.post(&envoy.url("/v1/chat/completions"), ask("What is the integral of x^2 from 0 to 3?"), &[]).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vsr-fallback"), None, "classified, not fallen back: {:?}", r.headers);
+    assert_eq!(r.header("x-vsr-selected-category"), Some("math"));
+    assert_eq!(r.json()["model"], "deepseek-r1-math");
+    assert_eq!(secondary_sim.count(), 1);
+
+    let r = client
+        .post(&envoy.url("/v1/chat/completions"), ask("Which treaty ended the Thirty Years' War in 1648?"), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-vsr-selected-category"), Some("history"));
+    assert_eq!(r.json()["model"], "qwen3-8b");
+    assert_eq!(primary_sim.count(), 1);
+    let confidence: f32 = r.header("x-vsr-confidence").unwrap().parse().unwrap();
+    assert!((0.0..=1.0).contains(&confidence));
+}
