@@ -65,9 +65,22 @@ test: setup build-wasm
     cargo test -p router-tests
 
 # All benchmarks.
-bench: bench-overhead
+bench: bench-overhead bench-extproc
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
     cargo build --release -p router-tests --bin bench-overhead
     ./target/release/bench-overhead --requests {{requests}} --concurrency {{concurrency}}
+
+# Wasm filter vs the ExtProc design (same Envoy, same rewrite, same Classify call), one interleaved run.
+bench-extproc requests="1000" concurrency="1,16,64": setup build-wasm
+    cargo build --release -p router-tests --bins
+    ./target/release/bench-overhead --requests {{requests}} --concurrency {{concurrency}} --extproc --saturation-secs 5
+
+# Regenerate deploy/base/classifier-config.yaml from classifier-svc/config/router.yaml.
+deploy-config:
+    UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests
+
+# The GPU Kind end-to-end profile (needs a GPU VM with Docker + NVIDIA runtime, kind, kubectl, helm).
+e2e-kind:
+    deploy/e2e-kind.sh
