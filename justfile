@@ -84,3 +84,7 @@ deploy-config:
 # The GPU Kind end-to-end profile (needs a GPU VM with Docker + NVIDIA runtime, kind, kubectl, helm).
 e2e-kind:
     deploy/e2e-kind.sh
+
+# Long mutation-fuzzing run of the filter's body handling (CI runs a short one in `just test`).
+fuzz iterations="1000000":
+    FUZZ_ITERATIONS={{iterations}} cargo test --release -p wasm-filter fuzz_body_handling -- --nocapture

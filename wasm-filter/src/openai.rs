@@ -144,6 +144,13 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8], context_turns: usize) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid_request("the request body is empty", None));
     }
+    // serde_json does not check UTF-8 inside values it skips, so check the whole body here.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ApiError::invalid_request(
+            format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+            None,
+        ));
+    }
     match endpoint {
         Endpoint::ChatCompletions => {
             let b: ChatBody = serde_json::from_slice(body).map_err(invalid_json)?;
@@ -370,6 +377,14 @@ mod tests {
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(br#""}]}"#);
         assert_eq!(parse_request(Endpoint::ChatCompletions, &body, 0).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_rejected() {
+        // Found by fuzz_body_handling: serde skips unknown fields without checking UTF-8.
+        let body = b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"z\":{\"mode\xff\":2}}";
+        let e = parse_request(Endpoint::ChatCompletions, body, 0).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
     }
 
     #[test]

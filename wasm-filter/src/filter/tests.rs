@@ -385,3 +385,73 @@ fn body_mutations_only_touch_chat_completions() {
     assert_eq!(String::from_utf8(host.body.clone()).unwrap(), r#"{"model":"m","prompt":"Prove it"}"#);
     assert_eq!(host.header("x-vsr-injected-system-prompt"), None);
 }
+
+/// Mutation fuzzing of body parsing, rewriting and decision application (no external fuzzer
+/// needed): `FUZZ_ITERATIONS` sets the length (`just fuzz` runs a long one; CI a short one).
+/// Invariants: no panic; bad input gets a 400/413 JSON error; a routed body stays valid JSON
+/// equal to the input except for `model`.
+#[test]
+fn fuzz_body_handling() {
+    let iterations: u64 = std::env::var("FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let seeds: &[&str] = &[
+        CHAT,
+        r#"{"model":"auto","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true}"#,
+        r#"{"model":"MoM","messages":[{"role":"user","content":"a"},{"role":"assistant","content":null,"tool_calls":[]},{"role":"user","content":"b\u00e9\n"}],"n":2}"#,
+        r#"{ "messages" : [ { "content" : "x" , "role" : "user" } ] , "model" : "MoM" , "z" : [1, {"model": 2}] }"#,
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"{}[]\",:\\ \n0123456789.-+eEtrufalsnMoDmodel\x00\xff\xc3";
+    let (mut rejected, mut routed) = (0u64, 0u64);
+    for i in 0..iterations {
+        let mut body = seeds[(i % seeds.len() as u64) as usize].as_bytes().to_vec();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() as usize) % (body.len() + 1);
+            match next() % 4 {
+                0 if at < body.len() => body[at] = alphabet[(next() as usize) % alphabet.len()],
+                1 => body.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                2 if at < body.len() => {
+                    body.remove(at);
+                }
+                _ => {
+                    let from = (next() as usize) % body.len().max(1);
+                    let len = ((next() as usize) % 12).min(body.len() - from);
+                    let piece = body[from..from + len].to_vec();
+                    body.splice(at..at, piece);
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut host = RecordingHost::request("/v1/chat/completions", "");
+        host.body = body.clone();
+        host.set_request_header("content-length", &body.len().to_string());
+        let mut filter = RequestFilter::new(config(""));
+        let (_, flow) = send(&mut filter, &mut host);
+        if let Some((status, _, response)) = &host.local_response {
+            assert!(matches!(status, 400 | 413), "{text:?} → {status}");
+            let v: serde_json::Value = serde_json::from_slice(response).expect("error body is JSON");
+            assert!(v["error"]["message"].is_string());
+            rejected += 1;
+            continue;
+        }
+        let original: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("accepted invalid JSON {text:?}: {e}"));
+        if flow == Flow::Pause {
+            host.grpc_reply = Some(reply(Decision { selected_model: "m\"1".into(), ..Default::default() }));
+            filter.on_classify_response(&mut host, 7, 0, 1);
+            assert_eq!(host.resumed, 1);
+        }
+        let rewritten: serde_json::Value = serde_json::from_slice(&host.body).unwrap_or_else(|e| panic!("{text:?} rewritten to invalid JSON: {e}"));
+        let (mut a, mut b) = (original.clone(), rewritten.clone());
+        a.as_object_mut().unwrap().remove("model");
+        b.as_object_mut().unwrap().remove("model");
+        assert_eq!(a, b, "only the model may change: {text:?}");
+        routed += 1;
+    }
+    println!("fuzz: {iterations} inputs, {rejected} rejected, {routed} routed");
+    assert!(rejected > 0 && routed > 0, "mutations should produce both outcomes");
+}
