@@ -8,4 +8,7 @@ pub mod v1 {
     pub const CLASSIFIER_SERVICE: &str = "semantic_router.v1.Classifier";
     /// Method name of the routing decision RPC.
     pub const CLASSIFY_METHOD: &str = "Classify";
+    /// Service and method the filter calls to store a response in the semantic cache.
+    pub const CACHE_SERVICE: &str = "semantic_router.v1.SemanticCache";
+    pub const STORE_METHOD: &str = "Store";
 }

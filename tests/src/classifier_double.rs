@@ -8,7 +8,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
-use router_proto::v1::{CategoryScore, ClassifyRequest, ClassifyResponse, Decision};
+use router_proto::v1::{CategoryScore, ClassifyRequest, ClassifyResponse, Decision, StoreReply, StoreRequest};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -59,6 +59,7 @@ pub struct ClassifierDouble {
     behaviour: Arc<Mutex<Behaviour>>,
     calls: Arc<AtomicU64>,
     last: Arc<Mutex<Option<ClassifyRequest>>>,
+    stores: Arc<Mutex<Vec<StoreRequest>>>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -75,6 +76,7 @@ impl ClassifierDouble {
             behaviour: Arc::new(Mutex::new(behaviour)),
             calls: Arc::default(),
             last: Arc::default(),
+            stores: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
         });
         let accept_state = double.clone();
@@ -85,8 +87,8 @@ impl ClassifierDouble {
     async fn accept(self: Arc<Self>, listener: TcpListener) {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (behaviour, calls, last) = (self.behaviour.clone(), self.calls.clone(), self.last.clone());
-            let service = service_fn(move |req| respond(req, behaviour.clone(), calls.clone(), last.clone()));
+            let state = Recorded { behaviour: self.behaviour.clone(), calls: self.calls.clone(), last: self.last.clone(), stores: self.stores.clone() };
+            let service = service_fn(move |req| respond(req, state.clone()));
             let connection = async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -108,6 +110,11 @@ impl ClassifierDouble {
         self.last.lock().unwrap().clone()
     }
 
+    /// SemanticCache.Store calls received so far.
+    pub fn stores(&self) -> Vec<StoreRequest> {
+        self.stores.lock().unwrap().clone()
+    }
+
     /// Closes the listener and every open connection, as a crashed sidecar would.
     pub fn stop(&self) {
         self.tasks.lock().unwrap().abort_all();
@@ -120,23 +127,46 @@ impl Drop for ClassifierDouble {
     }
 }
 
-async fn respond(
-    req: Request<Incoming>,
+#[derive(Clone)]
+struct Recorded {
     behaviour: Arc<Mutex<Behaviour>>,
     calls: Arc<AtomicU64>,
     last: Arc<Mutex<Option<ClassifyRequest>>>,
-) -> Result<Response<GrpcBody>, hyper::Error> {
+    stores: Arc<Mutex<Vec<StoreRequest>>>,
+}
+
+fn framed(message: &[u8]) -> Response<GrpcBody> {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.put_slice(message);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    Response::builder()
+        .header("content-type", "application/grpc")
+        .body(GrpcBody { data: Some(framed.freeze()), trailers: Some(trailers) })
+        .unwrap()
+}
+
+async fn respond(req: Request<Incoming>, state: Recorded) -> Result<Response<GrpcBody>, hyper::Error> {
     let path = req.uri().path().to_string();
     let body = req.into_body().collect().await?.to_bytes();
+    if path == "/semantic_router.v1.SemanticCache/Store" {
+        let Some(store) = body.get(5..).and_then(|b| StoreRequest::decode(b).ok()) else {
+            return Ok(trailers_only(3, "bad store frame"));
+        };
+        state.stores.lock().unwrap().push(store);
+        return Ok(framed(&StoreReply { stored: true }.encode_to_vec()));
+    }
     if path != "/semantic_router.v1.Classifier/Classify" {
         return Ok(trailers_only(12, "unimplemented"));
     }
-    calls.fetch_add(1, Ordering::SeqCst);
+    state.calls.fetch_add(1, Ordering::SeqCst);
     let request = if body.len() >= 5 { ClassifyRequest::decode(&body[5..]).ok() } else { None };
     let Some(request) = request else { return Ok(trailers_only(3, "bad request frame")) };
-    *last.lock().unwrap() = Some(request.clone());
+    *state.last.lock().unwrap() = Some(request.clone());
 
-    let behaviour = behaviour.lock().unwrap().clone();
+    let behaviour = state.behaviour.lock().unwrap().clone();
     let message = match behaviour {
         Behaviour::Decide => ClassifyResponse { decision: Some(keyword_decision(&request)) }.encode_to_vec(),
         Behaviour::Fixed(d) => ClassifyResponse { decision: Some(d) }.encode_to_vec(),
@@ -148,16 +178,7 @@ async fn respond(
         Behaviour::Garbage => vec![0x08, 0x96, 0x01, 0xff, 0xff],
         Behaviour::Status(code) => return Ok(trailers_only(code, "injected failure")),
     };
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.put_u8(0);
-    framed.put_u32(message.len() as u32);
-    framed.put_slice(&message);
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-    Ok(Response::builder()
-        .header("content-type", "application/grpc")
-        .body(GrpcBody { data: Some(framed.freeze()), trailers: Some(trailers) })
-        .unwrap())
+    Ok(framed(&message))
 }
 
 fn trailers_only(code: u32, message: &str) -> Response<GrpcBody> {

@@ -282,3 +282,64 @@ async fn reasoning_and_system_prompt_reach_the_backend() {
     let seen: serde_json::Value = serde_json::from_slice(&s.secondary.last().unwrap().body).unwrap();
     assert_eq!(seen["chat_template_kwargs"]["enable_thinking"], false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn semantic_cache_hits_are_served_by_envoy_and_answers_flow_back() {
+    use router_proto::v1::{CacheHit, Decision};
+    let store = Decision { selected_model: "qwen3-8b".into(), category: "other".into(), cache_store: true, ..Default::default() };
+    let s = stack_with(DEFAULT_CONFIG, Behaviour::Fixed(store)).await;
+
+    // Miss: the backend answers and the filter hands the answer to SemanticCache.Store.
+    let r = s.chat("MoM", "What is the capital of France?").await;
+    assert_eq!(r.status, 200);
+    let stored = wait_for_stores(&s, 1).await;
+    assert_eq!(stored[0].body, r.body, "the JSON answer is stored as the client saw it");
+    assert!(!stored[0].request_id.is_empty());
+
+    // Streamed miss: passed through untouched, assembled into one completion for the cache.
+    let body = json!({"model": "MoM", "stream": true, "messages": [{"role": "user", "content": "Say hi"}]});
+    let r = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    let stored = wait_for_stores(&s, 2).await;
+    let assembled: serde_json::Value = serde_json::from_slice(&stored[1].body).unwrap();
+    assert_eq!(assembled["object"], "chat.completion");
+    assert!(assembled["choices"][0]["message"]["content"].as_str().unwrap().contains("Say hi"));
+
+    // Hit: answered by Envoy, the backend never sees it; streaming requests get SSE.
+    let cached = stored[0].body.clone();
+    s.classifier.set(Behaviour::Fixed(Decision {
+        selected_model: "qwen3-8b".into(),
+        cache_hit: Some(CacheHit { body: cached.clone(), similarity: 0.98 }),
+        ..Default::default()
+    }));
+    let before = s.primary.count() + s.secondary.count();
+    let r = s.chat("MoM", "What's France's capital city?").await;
+    assert_eq!((r.status, r.header("x-vsr-cache-hit")), (200, Some("true")));
+    assert_eq!(r.body, cached);
+    let body = json!({"model": "MoM", "stream": true, "messages": [{"role": "user", "content": "capital of France?"}]});
+    let r = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(s.primary.count() + s.secondary.count(), before, "hits never reach a backend");
+    assert_eq!(s.envoy.counter("semantic_router.cache.hits"), 2);
+
+    // Errors are never stored.
+    s.classifier.set(Behaviour::Fixed(Decision { selected_model: "qwen3-8b".into(), cache_store: true, ..Default::default() }));
+    let r = s.post("/v1/completions", json!({"model": "MoM", "prompt": "x"}).to_string(), &[]).await;
+    assert_eq!(r.status, 200);
+    let r = s.post("/v1/responses", json!({"model": "MoM", "input": "x"}).to_string(), &[]).await;
+    assert_eq!(r.status, 404, "the simulator has no /v1/responses");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.classifier.stores().len(), 3, "the 404 was not stored");
+}
+
+async fn wait_for_stores(s: &Stack, n: usize) -> Vec<router_proto::v1::StoreRequest> {
+    for _ in 0..50 {
+        let stores = s.classifier.stores();
+        if stores.len() >= n {
+            return stores;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} stores, got {}\n{}", s.classifier.stores().len(), s.envoy.log_tail());
+}

@@ -35,6 +35,11 @@ pub struct FilterConfig {
     pub header_prefix: String,
     /// Copy the decision headers onto the response, so clients can see the route.
     pub response_headers: bool,
+    /// Request header naming the tenant; cached answers are never shared across tenants. It must
+    /// be set by a trusted layer in front (authentication), not taken from clients as is.
+    pub tenant_header: String,
+    /// Largest response the filter copies back to the semantic cache.
+    pub cache_max_body_bytes: usize,
 }
 
 impl Default for FilterConfig {
@@ -55,6 +60,8 @@ impl Default for FilterConfig {
             selected_model_header: "x-selected-model".into(),
             header_prefix: "x-vsr-".into(),
             response_headers: true,
+            tenant_header: "x-tenant-id".into(),
+            cache_max_body_bytes: 1024 * 1024,
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::json_edit;
 use crate::metrics::{Counter, FallbackReason};
 use crate::openai::{self, ApiError, Endpoint, PromptRequest};
 use prost::Message;
-use router_proto::v1::{ClassifyRequest, ClassifyResponse, Decision, Turn};
+use crate::sse;
+use router_proto::v1::{ClassifyRequest, ClassifyResponse, Decision, RequestTraits, StoreRequest, Turn};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ enum State {
     /// Waiting for the whole body.
     Buffering { endpoint: Endpoint },
     /// The Classify callout is in flight.
-    Classifying { token: u32, endpoint: Endpoint, body: Vec<u8>, started_nanos: u64 },
+    Classifying { token: u32, endpoint: Endpoint, body: Vec<u8>, started_nanos: u64, stream: bool },
     /// Decided (or answered locally); nothing left to do on the request path.
     Done,
 }
@@ -37,16 +38,31 @@ pub struct RequestFilter {
     state: State,
     /// Decision headers, also copied onto the response.
     decision_headers: Vec<(String, String)>,
+    /// The client asked to bypass the semantic cache.
+    skip_cache: bool,
+    /// Set when the sidecar wants this request's answer for the semantic cache.
+    cache_store: Option<CacheCapture>,
+}
+
+/// Copy of a response on its way to the client, for the semantic cache.
+struct CacheCapture {
+    request_id: String,
+    /// `None` until the response headers show a 200; then the bytes seen so far.
+    body: Option<Vec<u8>>,
+    sse: bool,
 }
 
 impl RequestFilter {
     pub fn new(config: Rc<FilterConfig>) -> Self {
-        Self { config, state: State::Passthrough, decision_headers: Vec::new() }
+        Self { config, state: State::Passthrough, decision_headers: Vec::new(), skip_cache: false, cache_store: None }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
-        // A client must never pick its own route by header.
-        for (name, _) in host.request_headers() {
+        // A client must never pick its own route by header; it may only opt out of the cache.
+        for (name, value) in host.request_headers() {
+            if name.eq_ignore_ascii_case(&self.config.header("skip-cache")) {
+                self.skip_cache |= matches!(value.trim(), "true" | "1");
+            }
             if self.config.is_reserved_header(&name) {
                 host.remove_request_header(&name);
             }
@@ -101,7 +117,8 @@ impl RequestFilter {
         let timeout = Duration::from_millis(self.config.timeout_ms);
         match host.dispatch_classify(&self.config.classifier_cluster, &message, timeout) {
             Ok(token) => {
-                self.state = State::Classifying { token, endpoint, body, started_nanos: host.now_nanos() };
+                let stream = request.stream;
+                self.state = State::Classifying { token, endpoint, body, started_nanos: host.now_nanos(), stream };
                 Flow::Pause
             }
             Err(e) => {
@@ -113,8 +130,10 @@ impl RequestFilter {
 
     /// The Classify reply (or its failure). Always resumes or answers the request.
     pub fn on_classify_response(&mut self, host: &mut impl Host, token: u32, grpc_status: u32, size: usize) {
-        let (endpoint, body, started) = match std::mem::take(&mut self.state) {
-            State::Classifying { token: t, endpoint, body, started_nanos } if t == token => (endpoint, body, started_nanos),
+        let (endpoint, body, started, stream) = match std::mem::take(&mut self.state) {
+            State::Classifying { token: t, endpoint, body, started_nanos, stream } if t == token => {
+                (endpoint, body, started_nanos, stream)
+            }
             other => {
                 self.state = other;
                 return;
@@ -138,7 +157,7 @@ impl RequestFilter {
                 .and_then(|r| r.decision);
             match decoded {
                 None => self.fall_back(host, body, FallbackReason::BadReply),
-                Some(decision) => self.apply_decision(host, endpoint, body, decision),
+                Some(decision) => self.apply_decision(host, endpoint, body, decision, stream),
             }
         };
         if flow == Flow::Continue {
@@ -150,6 +169,43 @@ impl RequestFilter {
         if self.config.response_headers {
             for (name, value) in &self.decision_headers {
                 host.add_response_header(name, value);
+            }
+        }
+        if let Some(capture) = &mut self.cache_store {
+            // Only successful answers are stored; errors and partial streams never are.
+            if host.response_header(":status").as_deref() == Some("200") {
+                capture.sse = host.response_header("content-type").is_some_and(|t| t.contains("text/event-stream"));
+                capture.body = Some(Vec::new());
+            } else {
+                self.cache_store = None;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Copies the response for the semantic cache without delaying it.
+    pub fn on_response_body(&mut self, host: &mut impl Host, chunk_size: usize, end_of_stream: bool) -> Flow {
+        let Some(capture) = &mut self.cache_store else { return Flow::Continue };
+        let Some(body) = &mut capture.body else { return Flow::Continue };
+        if chunk_size > 0 {
+            if let Some(chunk) = host.response_body(chunk_size) {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        if body.len() > self.config.cache_max_body_bytes {
+            self.cache_store = None;
+            return Flow::Continue;
+        }
+        if end_of_stream {
+            let capture = self.cache_store.take().expect("checked above");
+            let body = capture.body.unwrap_or_default();
+            let completion = if capture.sse { sse::assemble_completion(&body) } else { Some(body) };
+            if let Some(completion) = completion {
+                let message = StoreRequest { request_id: capture.request_id, body: completion }.encode_to_vec();
+                match host.dispatch_store(&self.config.classifier_cluster, &message) {
+                    Ok(()) => host.count(Counter::CacheStore),
+                    Err(e) => host.log(LogLevel::Warn, &format!("semantic cache store not sent: {e}")),
+                }
             }
         }
         Flow::Continue
@@ -166,10 +222,47 @@ impl RequestFilter {
             requested_model: request.model.clone(),
             request_id: host.request_header("x-request-id").unwrap_or_default(),
             path: host.request_header(":path").unwrap_or_default(),
+            tenant: host.request_header(&self.config.tenant_header).unwrap_or_default(),
+            traits: Some(RequestTraits {
+                stream: request.stream,
+                has_tools: request.has_tools,
+                temperature: request.temperature.map(|t| t as f32),
+                cache_salt: request.cache_salt.clone(),
+                skip_cache: self.skip_cache,
+            }),
         }
     }
 
-    fn apply_decision(&mut self, host: &mut impl Host, endpoint: Endpoint, body: Vec<u8>, decision: Decision) -> Flow {
+    fn apply_decision(
+        &mut self,
+        host: &mut impl Host,
+        endpoint: Endpoint,
+        body: Vec<u8>,
+        decision: Decision,
+        stream: bool,
+    ) -> Flow {
+        if let Some(hit) = &decision.cache_hit {
+            let answer = if stream { sse::completion_to_sse(&hit.body) } else { Some(hit.body.clone()) };
+            if let Some(answer) = answer {
+                host.count(Counter::CacheHit);
+                self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
+                self.decision_headers.push((self.config.header("cache-hit"), "true".into()));
+                self.state = State::Done;
+                let content_type = if stream { "text/event-stream" } else { "application/json" };
+                let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
+                headers.extend(self.decision_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                host.send_local_response(200, &headers, &answer);
+                return Flow::Pause;
+            }
+            host.log(LogLevel::Warn, "semantic cache hit is not a chat.completion; ignored");
+        }
+        if decision.cache_store {
+            self.cache_store = Some(CacheCapture {
+                request_id: host.request_header("x-request-id").unwrap_or_default(),
+                body: None,
+                sse: false,
+            });
+        }
         if let Some(block) = &decision.block {
             host.count(Counter::Blocked);
             self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);

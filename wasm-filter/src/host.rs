@@ -19,6 +19,9 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);
     fn add_response_header(&mut self, name: &str, value: &str);
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// The current response body chunk (the filter never holds the response).
+    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// The buffered request body, `size` bytes from the start.
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn replace_request_body(&mut self, body: &[u8]);
@@ -26,6 +29,9 @@ pub trait Host {
     /// Starts the unary Classify call; returns its token.
     fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String>;
     fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Fire-and-forget SemanticCache.Store, owned by the plugin rather than the request so it
+    /// outlives the stream.
+    fn dispatch_store(&mut self, cluster: &str, message: &[u8]) -> Result<(), String>;
     /// Makes Envoy pick the route again after the routing headers changed.
     fn clear_route_cache(&mut self) -> Result<(), String>;
     fn resume_request(&mut self);

@@ -10,6 +10,7 @@ pub mod host;
 pub mod json_edit;
 pub mod metrics;
 pub mod openai;
+pub mod sse;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

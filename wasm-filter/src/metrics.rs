@@ -15,6 +15,10 @@ pub enum Counter {
     Fallback(FallbackReason),
     /// Fail-closed: answered 503.
     FailedClosed,
+    /// Answered from the semantic cache.
+    CacheHit,
+    /// A response was handed to the semantic cache.
+    CacheStore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +74,15 @@ impl FallbackReason {
 
 impl Counter {
     pub fn all() -> Vec<Counter> {
-        let mut all = vec![Self::Routed, Self::Explicit, Self::Blocked, Self::Rejected, Self::FailedClosed];
+        let mut all = vec![
+            Self::Routed,
+            Self::Explicit,
+            Self::Blocked,
+            Self::Rejected,
+            Self::FailedClosed,
+            Self::CacheHit,
+            Self::CacheStore,
+        ];
         all.extend(FallbackReason::ALL.iter().map(|r| Self::Fallback(*r)));
         all
     }
@@ -82,6 +94,8 @@ impl Counter {
             Self::Blocked => "semantic_router.requests.blocked".into(),
             Self::Rejected => "semantic_router.requests.rejected".into(),
             Self::FailedClosed => "semantic_router.requests.failed_closed".into(),
+            Self::CacheHit => "semantic_router.cache.hits".into(),
+            Self::CacheStore => "semantic_router.cache.stores".into(),
             Self::Fallback(r) => format!("semantic_router.fallback.{}", r.as_str()),
         }
     }

@@ -26,7 +26,7 @@ impl Endpoint {
 }
 
 /// What the router needs from a request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PromptRequest {
     pub model: String,
     /// The text to classify: the last user turn.
@@ -34,6 +34,11 @@ pub struct PromptRequest {
     /// Earlier user/assistant turns, oldest first.
     pub context: Vec<(String, String)>,
     pub stream: bool,
+    /// The request offers tools or functions to the model.
+    pub has_tools: bool,
+    pub temperature: Option<f64>,
+    /// OpenAI `cache_salt`: a client-chosen cache partition.
+    pub cache_salt: String,
 }
 
 /// An error answered to the client as `{"error": {...}}`.
@@ -93,6 +98,12 @@ struct ChatBody<'a> {
     #[serde(borrow)]
     messages: Option<Vec<&'a RawValue>>,
     stream: Option<bool>,
+    #[serde(borrow)]
+    tools: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    functions: Option<Vec<&'a RawValue>>,
+    temperature: Option<f64>,
+    cache_salt: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -159,7 +170,16 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8], context_turns: usize) -> R
                 ApiError::invalid_request("you must provide a 'messages' parameter", Some("messages"))
             })?;
             let (text, context) = chat_prompt(&messages, context_turns, "messages")?;
-            Ok(PromptRequest { model, text, context, stream: b.stream.unwrap_or(false) })
+            let has_tools = b.tools.is_some_and(|t| !t.is_empty()) || b.functions.is_some_and(|f| !f.is_empty());
+            Ok(PromptRequest {
+                model,
+                text,
+                context,
+                stream: b.stream.unwrap_or(false),
+                has_tools,
+                temperature: b.temperature,
+                cache_salt: b.cache_salt.unwrap_or_default(),
+            })
         }
         Endpoint::Completions => {
             let b: CompletionBody = serde_json::from_slice(body).map_err(invalid_json)?;
@@ -168,7 +188,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8], context_turns: usize) -> R
                 ApiError::invalid_request("you must provide a 'prompt' parameter", Some("prompt"))
             })?;
             let text = completion_prompt(prompt)?;
-            Ok(PromptRequest { model, text, context: Vec::new(), stream: b.stream.unwrap_or(false) })
+            Ok(PromptRequest { model, text, stream: b.stream.unwrap_or(false), ..Default::default() })
         }
         Endpoint::Responses => {
             let b: ResponsesBody = serde_json::from_slice(body).map_err(invalid_json)?;
@@ -184,7 +204,7 @@ pub fn parse_request(endpoint: Endpoint, body: &[u8], context_turns: usize) -> R
                 })?;
                 chat_prompt(&items, context_turns, "input")?
             };
-            Ok(PromptRequest { model, text, context, stream: b.stream.unwrap_or(false) })
+            Ok(PromptRequest { model, text, context, stream: b.stream.unwrap_or(false), ..Default::default() })
         }
     }
 }
@@ -377,6 +397,15 @@ mod tests {
         body.extend_from_slice(&[0xff, 0xfe]);
         body.extend_from_slice(br#""}]}"#);
         assert_eq!(parse_request(Endpoint::ChatCompletions, &body, 0).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn cache_relevant_traits() {
+        let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0.7,"tools":[{"type":"function"}],"cache_salt":"s1"}"#).unwrap();
+        assert_eq!((r.temperature, r.has_tools, r.cache_salt.as_str()), (Some(0.7), true, "s1"));
+        let r = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[]}"#).unwrap();
+        assert!(!r.has_tools && r.temperature.is_none());
+        assert_eq!(chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#).unwrap_err().status, 400);
     }
 
     #[test]

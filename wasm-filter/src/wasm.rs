@@ -8,7 +8,7 @@ use crate::metrics::{Counter, CALLOUT_LATENCY_HISTOGRAM};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use router_proto::v1::{CLASSIFIER_SERVICE, CLASSIFY_METHOD};
+use router_proto::v1::{CACHE_SERVICE, CLASSIFIER_SERVICE, CLASSIFY_METHOD, STORE_METHOD};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -16,7 +16,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RouterRoot::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(RouterRoot { context_id, config: None })
+    });
 }}
 
 thread_local! {
@@ -49,8 +51,18 @@ extern "C" {
 
 /// Checks that `cluster` exists with a cancelled health-check call the SDK never sees.
 fn probe_cluster(cluster: &str) -> bool {
-    let service = "grpc.health.v1.Health";
-    let method = "Check";
+    match untracked_grpc_call(cluster, "grpc.health.v1.Health", "Check", &[], 1000) {
+        Ok(token) => {
+            // SAFETY: plain hostcall on a token we own.
+            unsafe { proxy_grpc_cancel(token) };
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// A unary gRPC call the SDK does not track (its reply, if any, is ignored); returns its token.
+fn untracked_grpc_call(cluster: &str, service: &str, method: &str, message: &[u8], timeout_ms: u32) -> Result<u32, Status> {
     let mut token = 0u32;
     // SAFETY: every pointer/length pair describes a live slice for the duration of the call.
     let status = unsafe {
@@ -63,23 +75,21 @@ fn probe_cluster(cluster: &str) -> bool {
             method.len(),
             std::ptr::null(),
             0,
-            std::ptr::null(),
-            0,
-            1000,
+            message.as_ptr(),
+            message.len(),
+            timeout_ms,
             &mut token,
         )
     };
     if status == Status::Ok {
-        // SAFETY: plain hostcall on a token we own.
-        unsafe { proxy_grpc_cancel(token) };
-        true
+        Ok(token)
     } else {
-        false
+        Err(status)
     }
 }
 
-#[derive(Default)]
 struct RouterRoot {
+    context_id: u32,
     config: Option<Rc<FilterConfig>>,
 }
 
@@ -130,9 +140,10 @@ impl RootContext for RouterRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
-        Some(Box::new(RouterHttp { filter: RequestFilter::new(config) }))
+        let host = WasmHost { context_id, root_context_id: self.context_id };
+        Some(Box::new(RouterHttp { filter: RequestFilter::new(config), host }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -142,6 +153,7 @@ impl RootContext for RouterRoot {
 
 struct RouterHttp {
     filter: RequestFilter,
+    host: WasmHost,
 }
 
 fn action(flow: Flow) -> Action {
@@ -153,21 +165,25 @@ fn action(flow: Flow) -> Action {
 
 impl Context for RouterHttp {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        self.filter.on_classify_response(&mut WasmHost, token_id, status_code, response_size);
+        self.filter.on_classify_response(&mut self.host, token_id, status_code, response_size);
     }
 }
 
 impl HttpContext for RouterHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream))
+        action(self.filter.on_request_headers(&mut self.host, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream))
+        action(self.filter.on_request_body(&mut self.host, body_size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        action(self.filter.on_response_headers(&mut WasmHost))
+        action(self.filter.on_response_headers(&mut self.host))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_response_body(&mut self.host, body_size, end_of_stream))
     }
 }
 
@@ -196,7 +212,10 @@ fn log(level: LogLevel, message: &str) {
 }
 
 /// The [`Host`] of a request running inside Envoy.
-struct WasmHost;
+struct WasmHost {
+    context_id: u32,
+    root_context_id: u32,
+}
 
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
@@ -219,6 +238,14 @@ impl Host for WasmHost {
         let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value));
     }
 
+    fn response_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
+    }
+
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
     }
@@ -239,6 +266,18 @@ impl Host for WasmHost {
         }
         hostcalls::dispatch_grpc_call(cluster, CLASSIFIER_SERVICE, CLASSIFY_METHOD, Vec::new(), Some(message), timeout)
             .map_err(|s| format!("{s:?}"))
+    }
+
+    fn dispatch_store(&mut self, cluster: &str, message: &[u8]) -> Result<(), String> {
+        if !CLUSTER_KNOWN.with(Cell::get) {
+            return Err(format!("cluster {cluster:?} is not defined"));
+        }
+        // Issued on behalf of the root context, so the call is not cancelled when this stream
+        // ends a moment later.
+        let _ = hostcalls::set_effective_context(self.root_context_id);
+        let sent = untracked_grpc_call(cluster, CACHE_SERVICE, STORE_METHOD, message, 1000);
+        let _ = hostcalls::set_effective_context(self.context_id);
+        sent.map(|_| ()).map_err(|status| format!("{status:?}"))
     }
 
     fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>> {

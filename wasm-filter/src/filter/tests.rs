@@ -17,6 +17,8 @@ struct RecordingHost {
     route_cache_cleared: usize,
     resumed: usize,
     counters: RefCell<Vec<Counter>>,
+    response_chunk: Vec<u8>,
+    stored: Vec<Vec<u8>>,
 }
 
 impl RecordingHost {
@@ -62,6 +64,16 @@ impl Host for RecordingHost {
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.response_headers.push((name.into(), value.into()));
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        Some(self.response_chunk[..size.min(self.response_chunk.len())].to_vec())
+    }
+    fn dispatch_store(&mut self, _cluster: &str, message: &[u8]) -> Result<(), String> {
+        self.stored.push(message.to_vec());
+        Ok(())
     }
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
         Some(self.body[..size.min(self.body.len())].to_vec())
@@ -454,4 +466,92 @@ fn fuzz_body_handling() {
     }
     println!("fuzz: {iterations} inputs, {rejected} rejected, {routed} routed");
     assert!(rejected > 0 && routed > 0, "mutations should produce both outcomes");
+}
+
+mod semantic_cache {
+    use super::*;
+    use router_proto::v1::{CacheHit, StoreRequest};
+
+    const COMPLETION: &str = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop"}]}"#;
+
+    fn hit() -> Decision {
+        Decision {
+            selected_model: "m".into(),
+            category: "math".into(),
+            cache_hit: Some(CacheHit { body: COMPLETION.as_bytes().to_vec(), similarity: 0.97 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hits_are_answered_locally_as_json_or_sse() {
+        for (body, stream) in [(CHAT.to_string(), false), (CHAT.replace("\"temperature\"", "\"stream\":true,\"temperature\""), true)] {
+            let mut host = RecordingHost::request("/v1/chat/completions", &body);
+            let mut filter = RequestFilter::new(config(""));
+            send(&mut filter, &mut host);
+            host.grpc_reply = Some(reply(hit()));
+            filter.on_classify_response(&mut host, 7, 0, 1);
+            let (status, headers, answer) = host.local_response.clone().unwrap();
+            assert_eq!(status, 200);
+            assert!(headers.contains(&("x-vsr-cache-hit".into(), "true".into())));
+            assert_eq!(host.resumed, 0, "the backend never sees it");
+            if stream {
+                assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+                assert!(String::from_utf8(answer).unwrap().ends_with("data: [DONE]\n\n"));
+            } else {
+                assert_eq!(answer, COMPLETION.as_bytes());
+            }
+            assert!(host.counted(Counter::CacheHit));
+        }
+    }
+
+    #[test]
+    fn traits_and_skip_header_reach_the_sidecar() {
+        let body = r#"{"model":"MoM","messages":[{"role":"user","content":"x"}],"temperature":0.9,"cache_salt":"abc"}"#;
+        let mut host = RecordingHost::request("/v1/chat/completions", body);
+        host.request_headers.push(("x-vsr-skip-cache".into(), "true".into()));
+        host.request_headers.push(("x-tenant-id".into(), "acme".into()));
+        let mut filter = RequestFilter::new(config(""));
+        send(&mut filter, &mut host);
+        let sent = ClassifyRequest::decode(host.dispatched[0].1.as_slice()).unwrap();
+        let traits = sent.traits.unwrap();
+        assert!(traits.skip_cache);
+        assert_eq!(traits.temperature, Some(0.9));
+        assert_eq!(traits.cache_salt, "abc");
+        assert_eq!(sent.tenant, "acme");
+        assert_eq!(host.header("x-vsr-skip-cache"), None, "stripped like every x-vsr-* header");
+    }
+
+    fn stored_after(status: &str, content_type: &str, chunks: &[&str]) -> Vec<Vec<u8>> {
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        let mut filter = RequestFilter::new(config(""));
+        send(&mut filter, &mut host);
+        host.grpc_reply = Some(reply(Decision { selected_model: "m".into(), cache_store: true, ..Default::default() }));
+        filter.on_classify_response(&mut host, 7, 0, 1);
+        host.response_headers = vec![(":status".into(), status.into()), ("content-type".into(), content_type.into())];
+        filter.on_response_headers(&mut host);
+        for (i, chunk) in chunks.iter().enumerate() {
+            host.response_chunk = chunk.as_bytes().to_vec();
+            assert_eq!(filter.on_response_body(&mut host, chunk.len(), i + 1 == chunks.len()), Flow::Continue);
+        }
+        host.stored
+    }
+
+    #[test]
+    fn successful_answers_are_stored_errors_and_partial_streams_are_not() {
+        let (a, b) = COMPLETION.split_at(40);
+        let stored = stored_after("200", "application/json", &[a, b]);
+        assert_eq!(stored.len(), 1);
+        let request = StoreRequest::decode(stored[0].as_slice()).unwrap();
+        assert_eq!(request.request_id, "req-1");
+        assert_eq!(request.body, COMPLETION.as_bytes());
+
+        assert!(stored_after("500", "application/json", &[COMPLETION]).is_empty());
+        let sse = String::from_utf8(crate::sse::completion_to_sse(COMPLETION.as_bytes()).unwrap()).unwrap();
+        let (x, y) = sse.split_at(sse.len() / 2);
+        let stored = stored_after("200", "text/event-stream", &[x, y]);
+        let body: serde_json::Value = serde_json::from_slice(&StoreRequest::decode(stored[0].as_slice()).unwrap().body).unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "4");
+        assert!(stored_after("200", "text/event-stream", &[x]).is_empty(), "partial stream");
+    }
 }
