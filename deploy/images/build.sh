@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds the deployment images from the repository root:
-#   classifier-svc (CPU), classifier-svc (CUDA, with --cuda), and the Wasm filter image.
+#   classifier-svc (CPU), classifier-svc (CUDA, with --cuda), the Wasm filter image and the
+#   Envoy Gateway extension server (eg-extension).
 #
 #   deploy/images/build.sh [--cuda] [--push] [--registry REGISTRY] [--tag TAG]
 #
-# Image names match the manifests: semantic-router/classifier-svc:TAG[-cuda] and
-# ghcr.io/semantic-router/wasm-filter:TAG; --registry replaces the registry/organisation part.
+# Image names match the manifests: semantic-router/classifier-svc:TAG[-cuda],
+# ghcr.io/semantic-router/wasm-filter:TAG and semantic-router/eg-extension:TAG; --registry
+# replaces the registry/organisation part.
 # Needs a running Docker engine with BuildKit; without one it says so and exits with status 2.
 set -euo pipefail
 
@@ -17,9 +19,10 @@ cuda=0
 push=0
 classifier_repo="semantic-router/classifier-svc"
 wasm_repo="ghcr.io/semantic-router/wasm-filter"
+eg_extension_repo="semantic-router/eg-extension"
 
 usage() {
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [[ $# -gt 0 ]]; do
@@ -30,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --registry)
       classifier_repo="$2/classifier-svc"
       wasm_repo="$2/wasm-filter"
+      eg_extension_repo="$2/eg-extension"
       shift
       ;;
     -h|--help) usage; exit 0 ;;
@@ -64,8 +68,9 @@ build() {
 
 build Dockerfile.classifier "$classifier_repo:$tag"
 build Dockerfile.wasm "$wasm_repo:$tag"
+build Dockerfile.eg-extension "$eg_extension_repo:$tag"
 if [[ $cuda -eq 1 ]]; then
   build Dockerfile.classifier-cuda "$classifier_repo:$tag-cuda"
 fi
 
-echo "built: $classifier_repo:$tag $wasm_repo:$tag$([[ $cuda -eq 1 ]] && echo " $classifier_repo:$tag-cuda")"
+echo "built: $classifier_repo:$tag $wasm_repo:$tag $eg_extension_repo:$tag$([[ $cuda -eq 1 ]] && echo " $classifier_repo:$tag-cuda")"

@@ -7,6 +7,9 @@
 //!   filter's own parser, its cluster is the EnvoyProxy bootstrap cluster on the sidecar's port,
 //!   every model the classifier can pick is routed, the local Envoy template uses the same
 //!   names, the classifier ConfigMap is generated from the local stack's router.yaml;
+//! - the Envoy Gateway extension server (which sets `allow_on_headers_stop_iteration` on the
+//!   filter) is wired up: the Helm values' `extensionManager` has Envoy Gateway's configuration
+//!   shape and points at the Service and port the Deployment serves, with the policy's root id;
 //! - the scripts are syntactically valid shell.
 //!
 //! `UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests` regenerates
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
+use support_k8s::envoy_gateway;
 use support_k8s::kustomize::{self, Doc};
 use support_k8s::schema::{load_yaml_docs, Schemas};
 use wasm_filter::config::FilterConfig;
@@ -26,6 +30,8 @@ use wasm_filter::config::FilterConfig;
 const BUILDS: &[&str] = &["", "overlays/e2e-kind", "overlays/gpu"];
 const CONFIGMAP: &str = "base/classifier-config.yaml";
 const CONFIGMAP_NAME: &str = "semantic-router-classifier";
+const EXTENSION: &str = "semantic-router-eg-extension";
+const EG_NAMESPACE: &str = "envoy-gateway-system";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -127,6 +133,7 @@ fn every_build_validates_after_patches() {
         for kind in [
             "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "EnvoyProxy", "EnvoyExtensionPolicy",
             "ClientTrafficPolicy", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+            "Deployment", "Service", "NetworkPolicy",
         ] {
             assert!(docs.iter().any(|d| d.kind() == kind), "deploy/{b}: no {kind}");
         }
@@ -503,8 +510,11 @@ fn rbac_grants_read_access_to_dynamo_to_the_router_account() {
     }
     let binding = one(&docs, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    let sa = one(&docs, "ServiceAccount");
-    assert_eq!(binding["subjects"][0], json!({"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": sa["metadata"]["namespace"]}));
+    let subject = &binding["subjects"][0];
+    assert_eq!(subject["kind"], "ServiceAccount");
+    let sa = docs.iter().find(|d| d.kind() == "ServiceAccount" && d.name() == subject["name"] && d.namespace() == subject["namespace"]);
+    assert!(sa.is_some(), "the binding's ServiceAccount {subject} is not in the build");
+    assert_ne!(subject["name"], EXTENSION, "the extension server needs no Kubernetes API access");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -649,14 +659,164 @@ fn local_envoy_template_agrees_with_the_deployment() {
 // ---------------------------------------------------------------------------------------------
 // Helm values and scripts
 
-#[test]
-fn envoy_gateway_values_do_not_enable_patch_policies() {
+fn envoy_gateway_config() -> Value {
     let text = std::fs::read_to_string(deploy().join("envoy-gateway/values.yaml")).unwrap();
     let v = &load_yaml_docs(&text).unwrap()[0];
-    let eg = &v["config"]["envoyGateway"];
+    v["config"]["envoyGateway"].clone()
+}
+
+fn eg_config_errors(eg: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    schemas().validate(eg, &envoy_gateway::config_schema(), ".config.envoyGateway", false, &mut errs);
+    if let Err(e) = envoy_gateway::validate_extension_manager(eg) {
+        errs.push(e);
+    }
+    errs
+}
+
+/// `config.envoyGateway` has the shape of Envoy Gateway v1.9's `EnvoyGateway` configuration
+/// and passes its start-up checks; patch policies stay off.
+#[test]
+fn envoy_gateway_values_have_envoy_gateways_config_shape() {
+    let eg = envoy_gateway_config();
+    let errs = eg_config_errors(&eg);
+    assert!(errs.is_empty(), "deploy/envoy-gateway/values.yaml:\n  {}", errs.join("\n  "));
     assert_eq!(eg["provider"]["type"], "Kubernetes");
     assert_eq!(eg["extensionApis"]["enableEnvoyPatchPolicy"], false);
     assert_eq!(eg["gateway"]["controllerName"], one(&build(""), "GatewayClass")["spec"]["controllerName"]);
+}
+
+#[test]
+fn envoy_gateway_config_check_rejects_mistakes() {
+    let eg = envoy_gateway_config();
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = eg.clone();
+        f(&mut v);
+        eg_config_errors(&v)
+    };
+    let has = |errs: Vec<String>, needle: &str| assert!(errs.iter().any(|e| e.contains(needle)), "{needle:?} not in {errs:?}");
+    has(with(&|v| v["extensionManager"]["hooks"]["xdsTranslator"]["post"] = json!(["HttpListener"])), "is not one of");
+    has(with(&|v| v["extensionManager"]["hook"] = json!({})), ".extensionManager.hook: unknown field");
+    has(with(&|v| v["extensionManager"]["service"]["fqdn"]["port"] = json!("5005")), "fqdn.port: expected integer");
+    has(with(&|v| v["extensionManager"]["service"]["fqdn"]["hostname"] = json!("Ext_Server")), "does not match pattern");
+    has(with(&|v| v["extensionManager"]["failOpen"] = json!("no")), "failOpen: expected boolean");
+    has(with(&|v| v["extensionManager"]["service"]["ip"] = json!({"address": "10.0.0.1", "port": 5005})), "only one backend target");
+    has(with(&|v| v["extensionManager"]["hooks"]["xdsTranslator"]["post"] = json!([])), "no hooks specified");
+    has(with(&|v| v["extensionManagers"] = json!([v["extensionManager"].clone()])), "mutually exclusive");
+    has(with(&|v| v["logging"]["level"]["router"] = json!("info")), ".logging.level.router: unknown field");
+}
+
+fn extension_container(dep: &Value) -> &Value {
+    let containers = dep["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    &containers[0]
+}
+
+/// The extension server's Deployment, Service and NetworkPolicy agree with each other, with the
+/// EnvoyExtensionPolicy (root id) and with Envoy Gateway's `extensionManager` (host and port),
+/// in every build.
+#[test]
+fn extension_manager_points_at_the_extension_server() {
+    let eg = envoy_gateway_config();
+    let em = &eg["extensionManager"];
+    let post: Vec<&str> = em["hooks"]["xdsTranslator"]["post"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    assert!(post.contains(&"HTTPListener"), "the server patches listeners in the HTTPListener hook, got {post:?}");
+    assert_eq!(em["failOpen"], false, "an unpatched listener stalls every request through the filter");
+    assert!(em["service"]["tls"].is_null(), "the server speaks plaintext gRPC");
+    let fqdn = &em["service"]["fqdn"];
+
+    for b in BUILDS {
+        let docs = build(b);
+        let find = |kind: &str| {
+            docs.iter().find(|d| d.kind() == kind && d.name() == EXTENSION).unwrap_or_else(|| panic!("deploy/{b}: no {kind} {EXTENSION}"))
+        };
+        let (dep, svc, np, sa) = (find("Deployment"), find("Service"), find("NetworkPolicy"), find("ServiceAccount"));
+        for d in [dep, svc, np, sa] {
+            assert_eq!(d.namespace(), EG_NAMESPACE, "deploy/{b}: {} {EXTENSION} lives with Envoy Gateway", d.kind());
+        }
+
+        // Envoy Gateway dials <service>.<namespace>.svc.cluster.local:<service port>.
+        assert_eq!(fqdn["hostname"], format!("{EXTENSION}.{EG_NAMESPACE}.svc.cluster.local"), "extensionManager.service.fqdn.hostname");
+        let ports = svc.value["spec"]["ports"].as_array().unwrap();
+        let port = ports.iter().find(|p| p["port"] == fqdn["port"]).unwrap_or_else(|| panic!("Service {EXTENSION} has no port {}", fqdn["port"]));
+        assert!(port["protocol"].is_null() || port["protocol"] == "TCP");
+
+        // The Service selects the Deployment's pods and its target port is the container's gRPC port.
+        let template = &dep.value["spec"]["template"];
+        let labels = template["metadata"]["labels"].as_object().unwrap();
+        let selector = svc.value["spec"]["selector"].as_object().unwrap();
+        assert!(!selector.is_empty());
+        for (k, v) in selector {
+            assert_eq!(labels.get(k), Some(v), "Service selector {k}={v} does not match the pod labels");
+        }
+        for (k, v) in dep.value["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(labels.get(k), Some(v), "Deployment selector {k}={v} does not match the pod labels");
+        }
+        let c = extension_container(&dep.value);
+        let container_port = match &port["targetPort"] {
+            Value::String(name) => c["ports"].as_array().unwrap().iter().find(|p| p["name"] == *name)
+                .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"].as_u64().unwrap(),
+            Value::Number(n) => n.as_u64().unwrap(),
+            _ => port["port"].as_u64().unwrap(),
+        };
+        let listen = arg(c, "--listen").expect("--listen");
+        assert_eq!(port_of(listen), container_port, "the server listens on the Service's target port");
+        assert!(listen.starts_with("0.0.0.0:"), "reachable through the Service: {listen}");
+        for probe in ["readinessProbe", "livenessProbe"] {
+            assert_eq!(c[probe]["grpc"]["port"], container_port, "{probe}: gRPC health on the listen port");
+        }
+
+        // The root id it patches is the policy's.
+        let eep = one(&docs, "EnvoyExtensionPolicy");
+        assert_eq!(arg(c, "--root-id"), eep["spec"]["wasm"][0]["rootID"].as_str(), "--root-id vs the EnvoyExtensionPolicy's rootID");
+
+        // Image, non-root, no API token.
+        assert!(c["image"].as_str().unwrap().starts_with("semantic-router/eg-extension:"), "{}", c["image"]);
+        let pod = &template["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert_eq!(pod["serviceAccountName"], EXTENSION);
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+
+        // Only Envoy Gateway's controller pods may call it, on the gRPC port.
+        let spec = &np.value["spec"];
+        for (k, v) in spec["podSelector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(labels.get(k), Some(v), "the NetworkPolicy selects the extension server pods");
+        }
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]));
+        let rules = spec["ingress"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0]["from"], json!([{"podSelector": {"matchLabels": {"control-plane": "envoy-gateway"}}}]));
+        assert_eq!(rules[0]["ports"], json!([{"port": container_port, "protocol": "TCP"}]));
+    }
+
+    // The binary's default root id is the policy's too (for runs without --root-id).
+    let src = std::fs::read_to_string(repo().join("eg-extension/src/patch.rs")).unwrap();
+    let docs = build("");
+    let root_id = one(&docs, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["rootID"].as_str().unwrap();
+    assert!(src.contains(&format!("pub const DEFAULT_ROOT_ID: &str = \"{root_id}\";")), "eg-extension's DEFAULT_ROOT_ID is not {root_id:?}");
+}
+
+/// The extension server image: built by build.sh from its own Dockerfile, under the name the
+/// Deployment and the E2E script use.
+#[test]
+fn extension_server_image_matches_the_manifests() {
+    let docker = std::fs::read_to_string(deploy().join("images/Dockerfile.eg-extension")).unwrap();
+    assert!(docker.contains("cargo build --release -p eg-extension --locked"), "Dockerfile.eg-extension");
+    assert!(docker.contains("USER 65532:65532"), "non-root, like the Deployment's securityContext");
+    assert!(deploy().join("images/Dockerfile.eg-extension.dockerignore").is_file());
+    let docs = build("");
+    let dep = docs.iter().find(|d| d.kind() == "Deployment" && d.name() == EXTENSION).unwrap();
+    let image = extension_container(&dep.value)["image"].as_str().unwrap();
+    let (repo_name, tag) = image.rsplit_once(':').unwrap();
+    let build_sh = std::fs::read_to_string(deploy().join("images/build.sh")).unwrap();
+    assert!(build_sh.contains(&format!("eg_extension_repo=\"{repo_name}\"")), "build.sh names the image {repo_name}");
+    assert!(build_sh.contains("build Dockerfile.eg-extension \"$eg_extension_repo:$tag\""));
+    assert!(build_sh.contains(&format!("tag=\"{tag}\"")), "build.sh's default tag is the Deployment's {tag}");
+    let script = std::fs::read_to_string(deploy().join("e2e-kind.sh")).unwrap();
+    assert!(script.contains(&format!("EG_EXTENSION_IMAGE=\"{repo_name}:${{TAG}}\"")), "e2e-kind.sh loads {repo_name}");
+    assert!(script.contains("kind load docker-image \"$EG_EXTENSION_IMAGE\""));
 }
 
 #[test]
@@ -693,7 +853,14 @@ fn e2e_script_matches_the_manifests() {
         "overlays/e2e-kind",
         "envoy-gateway/values.yaml",
         "semantic-router-wasm",
+        EXTENSION,
+        "kubectl apply -k \"$here/eg-extension\"",
+        "allow_on_headers_stop_iteration",
     ] {
         assert!(script.contains(needle), "e2e-kind.sh does not mention {needle}");
     }
+    // The extension server is serving before the router's Gateway is created.
+    let ext = script.find("kubectl apply -k \"$here/eg-extension\"").unwrap();
+    let router = script.find("kubectl kustomize \"$here/overlays/e2e-kind\"").expect("the script builds overlays/e2e-kind");
+    assert!(ext < router, "e2e-kind.sh must deploy the extension server before the router");
 }

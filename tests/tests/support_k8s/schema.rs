@@ -257,6 +257,12 @@ impl Schemas {
         let preserve = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
         let str_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
         let strs = json!({"type": "array", "items": {"type": "string"}});
+        let peers = json!({"type": "array", "items": {"type": "object", "properties": {
+            "podSelector": label_selector.clone(), "namespaceSelector": label_selector.clone(),
+            "ipBlock": {"type": "object", "required": ["cidr"], "properties": {"cidr": {"type": "string"}, "except": strs.clone()}}}}});
+        let np_ports = json!({"type": "array", "items": {"type": "object", "properties": {
+            "port": {"x-kubernetes-int-or-string": true}, "endPort": {"type": "integer"},
+            "protocol": {"type": "string", "enum": ["TCP", "UDP", "SCTP"]}}}});
         let top = |spec: Value, extra: Value| {
             let mut props = json!({"apiVersion": {"type": "string"}, "kind": {"type": "string"},
                 "metadata": {"type": "object"}});
@@ -299,6 +305,13 @@ impl Schemas {
                 "replicas": {"type": "integer", "minimum": 0}, "selector": label_selector.clone(), "template": template.clone(),
                 "strategy": preserve.clone(), "minReadySeconds": {"type": "integer"}, "revisionHistoryLimit": {"type": "integer"},
                 "progressDeadlineSeconds": {"type": "integer"}, "paused": {"type": "boolean"}}}), json!({}))),
+            ("networking.k8s.io/v1", "NetworkPolicy", top(json!({"type": "object", "required": ["podSelector"], "properties": {
+                "podSelector": label_selector.clone(),
+                "policyTypes": {"type": "array", "items": {"type": "string", "enum": ["Ingress", "Egress"]}},
+                "ingress": {"type": "array", "items": {"type": "object", "properties": {
+                    "from": peers.clone(), "ports": np_ports.clone()}}},
+                "egress": {"type": "array", "items": {"type": "object", "properties": {
+                    "to": peers, "ports": np_ports}}}}}), json!({}))),
             ("apps/v1", "DaemonSet", top(json!({"type": "object", "required": ["selector", "template"], "properties": {
                 "selector": label_selector, "template": template, "updateStrategy": preserve,
                 "minReadySeconds": {"type": "integer"}, "revisionHistoryLimit": {"type": "integer"}}}), json!({}))),
