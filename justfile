@@ -62,10 +62,11 @@ test: setup build-wasm
     cargo test -p wasm-filter
     cargo test --release -p classifier-svc
     cargo build --release -p classifier-svc
+    cargo test -p eg-extension
     cargo test -p router-tests
 
 # All benchmarks.
-bench: bench-overhead bench-extproc
+bench: bench-overhead bench-extproc bench-cache
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
@@ -88,3 +89,11 @@ e2e-kind:
 # Long mutation-fuzzing run of the filter's body handling (CI runs a short one in `just test`).
 fuzz iterations="1000000":
     FUZZ_ITERATIONS={{iterations}} cargo test --release -p wasm-filter fuzz_body_handling -- --nocapture
+
+# Semantic-cache lookup time at 1k / 10k / 100k entries.
+bench-cache:
+    cargo run --release -p classifier-svc --example cache_bench
+
+# The Envoy Gateway extension server that enables the filter's header pause (see deploy/README.md).
+eg-extension:
+    cargo run -p eg-extension -- --listen 127.0.0.1:5005

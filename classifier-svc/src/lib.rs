@@ -7,6 +7,7 @@
 
 pub mod batcher;
 pub mod bench;
+pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod gpu;

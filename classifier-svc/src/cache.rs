@@ -1,0 +1,378 @@
+//! Semantic cache: answers keyed by the prompt's embedding, scoped by tenant, model and the
+//! client's `cache_salt`, so users never see each other's answers.
+//!
+//! Search is a scan in two stages. Scanning full f32 vectors is memory-bound (100k × 384 × 4 B =
+//! 154 MB per lookup, ~18 ms here), so each scope also keeps a 1-bit sign code per vector (48 B at
+//! 384 dimensions): a lookup ranks every entry by Hamming distance of the codes (popcount, ~5 MB
+//! read at 100k) and re-scores only the nearest [`RERANK`] candidates with the exact cosine. The
+//! cache only ever answers near-duplicates (cosine ≥ ~0.9, i.e. ~15% of bits differ, against ~50%
+//! for unrelated prompts), which the code distance separates cleanly. Compared with an HNSW graph
+//! this needs no index maintenance on eviction or TTL expiry, deletes in O(1), and is
+//! deterministic; [`CacheBackend`] is the seam for an approximate index at much larger sizes, or
+//! for a shared store (Redis/Valkey) across sidecars.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Who may see an entry, and for which model it was answered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub tenant: String,
+    pub model: String,
+    pub salt: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub body: Vec<u8>,
+    pub similarity: f32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub entries: usize,
+    pub evictions: u64,
+}
+
+/// Where answers live. The in-memory [`SemanticCache`] is the default.
+pub trait CacheBackend: Send + Sync {
+    fn lookup(&self, scope: &Scope, embedding: &[f32], threshold: f32) -> Option<Hit>;
+    fn insert(&self, scope: Scope, embedding: Vec<f32>, body: Vec<u8>);
+    fn stats(&self) -> CacheStats;
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheLimits {
+    pub ttl: Duration,
+    pub max_entries: usize,
+    pub max_body_bytes: usize,
+}
+
+/// How many code-nearest candidates get the exact cosine.
+pub const RERANK: usize = 32;
+
+struct Partition {
+    dim: usize,
+    /// `ids.len() * dim` floats, row i belongs to `ids[i]`.
+    vectors: Vec<f32>,
+    /// `ids.len() * words` sign codes, row-aligned with `vectors`.
+    codes: Vec<u64>,
+    ids: Vec<u64>,
+}
+
+impl Partition {
+    fn words(&self) -> usize {
+        self.dim.div_ceil(64)
+    }
+}
+
+/// Sign bits of `v`, 64 per word.
+fn sign_code(v: &[f32]) -> Vec<u64> {
+    let mut code = vec![0u64; v.len().div_ceil(64)];
+    for (i, x) in v.iter().enumerate() {
+        if *x > 0.0 {
+            code[i / 64] |= 1 << (i % 64);
+        }
+    }
+    code
+}
+
+struct Entry {
+    scope: Scope,
+    body: Vec<u8>,
+    inserted: Instant,
+}
+
+struct Inner {
+    partitions: HashMap<Scope, Partition>,
+    entries: HashMap<u64, Entry>,
+    /// Insertion order, for TTL expiry and for eviction when full (oldest first).
+    order: VecDeque<u64>,
+    next_id: u64,
+    evictions: u64,
+}
+
+pub struct SemanticCache {
+    limits: CacheLimits,
+    inner: Mutex<Inner>,
+}
+
+impl SemanticCache {
+    pub fn new(limits: CacheLimits) -> Self {
+        Self {
+            limits,
+            inner: Mutex::new(Inner {
+                partitions: HashMap::new(),
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+                next_id: 0,
+                evictions: 0,
+            }),
+        }
+    }
+
+    fn expire(&self, inner: &mut Inner, now: Instant) {
+        while let Some(&id) = inner.order.front() {
+            let expired = inner.entries.get(&id).is_none_or(|e| now.duration_since(e.inserted) >= self.limits.ttl);
+            if !expired {
+                break;
+            }
+            inner.order.pop_front();
+            remove(inner, id);
+        }
+    }
+}
+
+fn remove(inner: &mut Inner, id: u64) -> bool {
+    let Some(entry) = inner.entries.remove(&id) else { return false };
+    if let Some(p) = inner.partitions.get_mut(&entry.scope) {
+        if let Some(row) = p.ids.iter().position(|&x| x == id) {
+            // swap_remove keeps the rows contiguous.
+            let (last, words) = (p.ids.len() - 1, p.words());
+            p.ids.swap_remove(row);
+            if row != last {
+                let (dst, src) = (row * p.dim, last * p.dim);
+                p.vectors.copy_within(src..src + p.dim, dst);
+                p.codes.copy_within(last * words..(last + 1) * words, row * words);
+            }
+            p.vectors.truncate(p.ids.len() * p.dim);
+            p.codes.truncate(p.ids.len() * words);
+        }
+        if p.ids.is_empty() {
+            inner.partitions.remove(&entry.scope);
+        }
+    }
+    true
+}
+
+/// Dot product with independent accumulators so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let tail = a.len() / 8 * 8;
+    acc.iter().sum::<f32>() + a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// Rows of the `k` smallest Hamming distances between `query` and the codes.
+fn nearest_codes(codes: &[u64], words: usize, query: &[u64], k: usize) -> Vec<usize> {
+    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
+    for (row, code) in codes.chunks_exact(words).enumerate() {
+        let d: u32 = code.iter().zip(query).map(|(a, b)| (a ^ b).count_ones()).sum();
+        if heap.len() < k {
+            heap.push((d, row));
+        } else if let Some(&(worst, _)) = heap.peek() {
+            if d < worst {
+                heap.pop();
+                heap.push((d, row));
+            }
+        }
+    }
+    heap.into_iter().map(|(_, row)| row).collect()
+}
+
+impl CacheBackend for SemanticCache {
+    fn lookup(&self, scope: &Scope, embedding: &[f32], threshold: f32) -> Option<Hit> {
+        let mut inner = self.inner.lock().unwrap();
+        self.expire(&mut inner, Instant::now());
+        let p = inner.partitions.get(scope)?;
+        if p.dim != embedding.len() {
+            return None;
+        }
+        let (mut best, mut best_row) = (f32::MIN, usize::MAX);
+        for row in nearest_codes(&p.codes, p.words(), &sign_code(embedding), RERANK) {
+            let s = dot(&p.vectors[row * p.dim..(row + 1) * p.dim], embedding);
+            if s > best {
+                best = s;
+                best_row = row;
+            }
+        }
+        if best_row == usize::MAX || best < threshold {
+            return None;
+        }
+        let id = p.ids[best_row];
+        inner.entries.get(&id).map(|e| Hit { body: e.body.clone(), similarity: best })
+    }
+
+    fn insert(&self, scope: Scope, embedding: Vec<f32>, body: Vec<u8>) {
+        if body.len() > self.limits.max_body_bytes || self.limits.max_entries == 0 || embedding.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        self.expire(&mut inner, Instant::now());
+        while inner.entries.len() >= self.limits.max_entries {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if remove(&mut inner, oldest) {
+                inner.evictions += 1;
+            }
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let dim = embedding.len();
+        let p = inner
+            .partitions
+            .entry(scope.clone())
+            .or_insert_with(|| Partition { dim, vectors: Vec::new(), codes: Vec::new(), ids: Vec::new() });
+        if p.dim != dim {
+            return;
+        }
+        p.codes.extend_from_slice(&sign_code(&embedding));
+        p.vectors.extend_from_slice(&embedding);
+        p.ids.push(id);
+        inner.entries.insert(id, Entry { scope, body, inserted: Instant::now() });
+        inner.order.push_back(id);
+    }
+
+    fn stats(&self) -> CacheStats {
+        let inner = self.inner.lock().unwrap();
+        CacheStats { entries: inner.entries.len(), evictions: inner.evictions }
+    }
+}
+
+/// Requests the sidecar marked `cache_store`, waiting for their answer from the filter.
+pub struct PendingStores {
+    ttl: Duration,
+    capacity: usize,
+    inner: Mutex<(HashMap<String, (Scope, Vec<f32>, Instant)>, VecDeque<String>)>,
+}
+
+impl PendingStores {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self { ttl, capacity, inner: Mutex::new((HashMap::new(), VecDeque::new())) }
+    }
+
+    pub fn remember(&self, request_id: String, scope: Scope, embedding: Vec<f32>) {
+        if request_id.is_empty() {
+            return;
+        }
+        let mut guard = self.inner.lock().unwrap();
+        let (map, order) = &mut *guard;
+        while map.len() >= self.capacity {
+            match order.pop_front() {
+                Some(old) => {
+                    map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        order.push_back(request_id.clone());
+        map.insert(request_id, (scope, embedding, Instant::now()));
+    }
+
+    /// The scope and embedding of a pending request, once.
+    pub fn take(&self, request_id: &str) -> Option<(Scope, Vec<f32>)> {
+        let mut guard = self.inner.lock().unwrap();
+        let (map, _) = &mut *guard;
+        let (scope, embedding, at) = map.remove(request_id)?;
+        (at.elapsed() < self.ttl).then_some((scope, embedding))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    fn scope(tenant: &str) -> Scope {
+        Scope { tenant: tenant.into(), model: "m".into(), salt: String::new() }
+    }
+
+    fn cache(max_entries: usize, ttl_ms: u64) -> SemanticCache {
+        SemanticCache::new(CacheLimits { ttl: Duration::from_millis(ttl_ms), max_entries, max_body_bytes: 1 << 20 })
+    }
+
+    #[test]
+    fn nearest_above_threshold_within_scope() {
+        let c = cache(10, 60_000);
+        c.insert(scope("a"), unit(&[1.0, 0.0, 0.0]), b"x".to_vec());
+        c.insert(scope("a"), unit(&[0.0, 1.0, 0.0]), b"y".to_vec());
+        let hit = c.lookup(&scope("a"), &unit(&[0.9, 0.1, 0.0]), 0.9).unwrap();
+        assert_eq!(hit.body, b"x");
+        assert!(hit.similarity > 0.99);
+        assert!(c.lookup(&scope("a"), &unit(&[0.5, 0.5, 0.7]), 0.9).is_none(), "below threshold");
+        assert!(c.lookup(&scope("b"), &unit(&[1.0, 0.0, 0.0]), 0.5).is_none(), "tenants never share");
+        let other_model = Scope { model: "n".into(), ..scope("a") };
+        assert!(c.lookup(&other_model, &unit(&[1.0, 0.0, 0.0]), 0.5).is_none());
+    }
+
+    #[test]
+    fn ttl_and_capacity() {
+        let c = cache(2, 50);
+        c.insert(scope("a"), unit(&[1.0, 0.0]), b"1".to_vec());
+        c.insert(scope("a"), unit(&[0.0, 1.0]), b"2".to_vec());
+        c.insert(scope("a"), unit(&[1.0, 1.0]), b"3".to_vec());
+        assert_eq!(c.stats(), CacheStats { entries: 2, evictions: 1 });
+        assert!(c.lookup(&scope("a"), &unit(&[1.0, 0.0]), 0.99).is_none(), "oldest evicted");
+        assert_eq!(c.lookup(&scope("a"), &unit(&[0.0, 1.0]), 0.99).unwrap().body, b"2");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(c.lookup(&scope("a"), &unit(&[0.0, 1.0]), 0.5).is_none(), "expired");
+        assert_eq!(c.stats().entries, 0);
+    }
+
+    #[test]
+    fn removal_keeps_rows_aligned() {
+        let c = cache(3, 60_000);
+        for (i, v) in [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]].iter().enumerate() {
+            c.insert(scope("a"), v.to_vec(), vec![b'0' + i as u8]);
+        }
+        c.insert(scope("a"), vec![0.6, 0.8, 0.0], b"3".to_vec()); // evicts row 0 (swap_remove)
+        assert_eq!(c.lookup(&scope("a"), &[0.0, 0.0, 1.0], 0.99).unwrap().body, b"2");
+        assert_eq!(c.lookup(&scope("a"), &[0.0, 1.0, 0.0], 0.99).unwrap().body, b"1");
+        assert_eq!(c.lookup(&scope("a"), &[0.6, 0.8, 0.0], 0.99).unwrap().body, b"3");
+    }
+
+    #[test]
+    fn near_duplicates_are_found_among_many() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |dim: usize| {
+            let v: Vec<f32> = (0..dim)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed % 2000) as f32 / 1000.0 - 1.0
+                })
+                .collect();
+            unit(&v)
+        };
+        let c = cache(20_000, 60_000);
+        let target = random(384);
+        for _ in 0..10_000 {
+            c.insert(scope("a"), random(384), b"noise".to_vec());
+        }
+        c.insert(scope("a"), target.clone(), b"target".to_vec());
+        for _ in 0..5_000 {
+            c.insert(scope("a"), random(384), b"noise".to_vec());
+        }
+        // A paraphrase: the target plus noise, cosine ~0.9.
+        let noise = random(384);
+        let query = unit(&target.iter().zip(&noise).map(|(t, n)| t + 0.45 * n).collect::<Vec<_>>());
+        let cos = dot(&query, &target);
+        assert!((0.85..0.95).contains(&cos), "{cos}");
+        let hit = c.lookup(&scope("a"), &query, 0.8).expect("found through the code prefilter");
+        assert_eq!(hit.body, b"target");
+        assert!((hit.similarity - cos).abs() < 1e-5);
+    }
+
+    #[test]
+    fn pending_stores_are_taken_once_and_expire() {
+        let p = PendingStores::new(Duration::from_millis(50), 2);
+        p.remember("r1".into(), scope("a"), vec![1.0]);
+        assert!(p.take("r1").is_some());
+        assert!(p.take("r1").is_none());
+        p.remember("r2".into(), scope("a"), vec![1.0]);
+        p.remember("r3".into(), scope("a"), vec![1.0]);
+        p.remember("r4".into(), scope("a"), vec![1.0]);
+        assert!(p.take("r2").is_none(), "bounded");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(p.take("r4").is_none(), "expired");
+    }
+}
