@@ -1,34 +1,72 @@
-//! The sidecar's configuration: one YAML file (vLLM Semantic Router key names where they
-//! exist) plus environment overrides `SR__<SECTION>__<KEY>` (e.g. `SR__SERVER__LISTEN`).
+//! The sidecar's configuration: one YAML file plus environment overrides
+//! `SR__<SECTION>__<KEY>` (e.g. `SR__SERVER__LISTEN`).
+//!
+//! The file is either our native format or a vLLM Semantic Router `config.yaml` (the
+//! `categories[].model_scores` generation): both share the key names where they exist, so one
+//! set of structs reads both. Keys are checked against [`crate::schema`]: a key neither format
+//! knows is an error naming its path; a vLLM Semantic Router key this router does not implement
+//! (endpoints, semantic cache, tools, ...) is accepted and listed in [`Config::ignored_keys`].
+//! Invalid values are rejected with the key path.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::pii::PII_TYPES;
+
 /// Environment variable prefix for overrides; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "SR";
 
+/// Reasoning effort levels accepted in `default_reasoning_effort` and
+/// `categories[].model_scores[].reasoning_effort`.
+pub const REASONING_EFFORTS: &[&str] = &["minimal", "low", "medium", "high"];
+
+/// Effort used when neither the model score nor `default_reasoning_effort` names one (as in
+/// vLLM Semantic Router).
+pub const DEFAULT_REASONING_EFFORT: &str = "medium";
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
-    /// The sentence-embedding model used for category similarity and for `Embed`.
+    /// The sentence-embedding model used for category similarity, the guard and `Embed`.
     pub bert_model: BertModelConfig,
     #[serde(default)]
     pub batching: BatchingConfig,
     #[serde(default)]
     pub classifier: ClassifierConfig,
+    /// Jailbreak guard (vLLM Semantic Router `prompt_guard`).
+    #[serde(default)]
+    pub prompt_guard: PromptGuardConfig,
     /// Model used when no category passes the threshold.
     pub default_model: String,
+    /// Effort for `reasoning_effort` families when the model score names none.
+    #[serde(default)]
+    pub default_reasoning_effort: Option<String>,
+    /// How each reasoning family switches reasoning on (name → type and parameter).
+    #[serde(default)]
+    pub reasoning_families: BTreeMap<String, ReasoningFamily>,
+    /// Per-model settings: reasoning family and PII policy.
+    #[serde(default)]
+    pub model_config: BTreeMap<String, ModelParams>,
     pub categories: Vec<Category>,
+    /// vLLM Semantic Router keys present in the file that this router does not implement
+    /// (filled by the loader; reported at start and on reload).
+    #[serde(skip)]
+    pub ignored_keys: Vec<String>,
+    /// Non-fatal remarks about the file (e.g. a guard without a model).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    /// The file this config was read from (watched for changes when serving).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: String,
@@ -36,6 +74,9 @@ pub struct ServerConfig {
     pub metrics_listen: String,
     /// Shape buckets (sequence lengths) run once at start so the first requests are fast.
     pub warmup_seq_lens: Vec<usize>,
+    /// Seconds between checks of the config file for changes (hot reload); 0 disables the
+    /// polling (SIGHUP still reloads).
+    pub config_reload_seconds: u64,
 }
 
 impl Default for ServerConfig {
@@ -44,12 +85,12 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:50051".into(),
             metrics_listen: "127.0.0.1:9190".into(),
             warmup_seq_lens: vec![16, 32, 64, 128],
+            config_reload_seconds: 5,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct BertModelConfig {
     /// HF-format directory (config.json, model.safetensors, tokenizer.json), relative to the
     /// working directory.
@@ -60,6 +101,10 @@ pub struct BertModelConfig {
     /// `cpu` or `cuda` (the latter needs a build with the `cuda` feature).
     #[serde(default)]
     pub device: Device,
+    /// vLLM Semantic Router spelling of the device: `false` means `device: cuda` unless
+    /// `device` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_cpu: Option<bool>,
 }
 
 fn d_max_seq_len() -> usize {
@@ -86,7 +131,7 @@ impl std::str::FromStr for Device {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct BatchingConfig {
     /// Most texts in one forward pass.
     pub max_batch_size: usize,
@@ -107,13 +152,14 @@ impl Default for BatchingConfig {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ClassifierConfig {
     pub category_model: CategoryModelConfig,
+    pub pii_model: PiiModelConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct CategoryModelConfig {
     /// Minimum cosine similarity for a category to win.
     pub threshold: f32,
@@ -143,8 +189,58 @@ pub enum Matching {
     MaxSimilarity,
 }
 
+/// PII detection (`classifier.pii_model`). As in vLLM Semantic Router, a threshold of 0 (the
+/// default) disables detection; detections below the threshold are dropped.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PiiModelConfig {
+    pub threshold: f32,
+}
+
+/// The jailbreak guard: a classification head on the prompt embedding.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PromptGuardConfig {
+    pub enabled: bool,
+    /// Head directory (`EmbeddingHead`: config.json + model.safetensors). Empty, or a path that
+    /// does not exist: the guard is "not configured" and requests are not checked.
+    pub model_id: Option<PathBuf>,
+    /// Probability of the jailbreak label at or above which a request is blocked; default: the
+    /// head's own calibrated threshold, else 0.5.
+    pub threshold: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct ReasoningFamily {
+    /// `chat_template_kwargs` or `reasoning_effort`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The chat-template argument (e.g. `enable_thinking`), or `reasoning_effort`.
+    pub parameter: String,
+}
+
+pub const FAMILY_CHAT_TEMPLATE_KWARGS: &str = "chat_template_kwargs";
+pub const FAMILY_REASONING_EFFORT: &str = "reasoning_effort";
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ModelParams {
+    /// A key of `reasoning_families`; none: the model has no reasoning switch.
+    pub reasoning_family: Option<String>,
+    /// As in vLLM Semantic Router, a model listed here without a `pii_policy` denies every PII
+    /// type (`allow_by_default` defaults to false); a model not listed allows everything.
+    pub pii_policy: PiiPolicy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct PiiPolicy {
+    pub allow_by_default: bool,
+    /// PII types the model may receive when `allow_by_default` is false.
+    pub pii_types_allowed: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Category {
     pub name: String,
     #[serde(default)]
@@ -152,15 +248,88 @@ pub struct Category {
     #[serde(default)]
     pub examples: Vec<String>,
     pub model_scores: Vec<ModelScore>,
+    /// Injected into chat requests routed by this category.
+    #[serde(default)]
+    pub system_prompt: String,
+    /// Default: true when `system_prompt` is not empty.
+    #[serde(default)]
+    pub system_prompt_enabled: Option<bool>,
+    /// `replace` (default, as in vLLM Semantic Router) or `insert`.
+    #[serde(default)]
+    pub system_prompt_mode: Option<String>,
+    /// Overrides `prompt_guard.enabled` for this category (both must be true).
+    #[serde(default)]
+    pub jailbreak_enabled: Option<bool>,
+    #[serde(default)]
+    pub jailbreak_threshold: Option<f32>,
+    /// Overrides whether PII detection runs for this category.
+    #[serde(default)]
+    pub pii_enabled: Option<bool>,
+    #[serde(default)]
+    pub pii_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelScore {
     pub model: String,
     pub score: f32,
     #[serde(default)]
     pub use_reasoning: bool,
+    /// Effort for `reasoning_effort` families (default: `default_reasoning_effort`).
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+}
+
+/// How a category's system prompt is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemPromptMode {
+    Replace,
+    Insert,
+}
+
+impl Category {
+    pub fn system_prompt_mode(&self) -> SystemPromptMode {
+        match self.system_prompt_mode.as_deref() {
+            Some("insert") => SystemPromptMode::Insert,
+            _ => SystemPromptMode::Replace,
+        }
+    }
+
+    /// The texts that represent the category for embedding similarity: description and
+    /// examples; a vLLM Semantic Router category with neither is represented by its name and
+    /// system prompt.
+    pub fn texts(&self) -> Vec<String> {
+        let mut t = Vec::new();
+        if !self.description.trim().is_empty() {
+            t.push(self.description.clone());
+        }
+        t.extend(self.examples.iter().cloned());
+        if t.is_empty() {
+            t.push(self.name.clone());
+            if !self.system_prompt.trim().is_empty() {
+                t.push(self.system_prompt.clone());
+            }
+        }
+        t
+    }
+}
+
+fn check_unit(path: &str, v: Option<f32>) -> Result<()> {
+    if let Some(v) = v {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{path}: must be a probability in [0, 1], got {v}");
+        }
+    }
+    Ok(())
+}
+
+fn check_effort(path: &str, v: Option<&str>) -> Result<()> {
+    if let Some(v) = v {
+        if !REASONING_EFFORTS.contains(&v) {
+            bail!("{path}: must be one of {}, got `{v}`", REASONING_EFFORTS.join(", "));
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -180,10 +349,8 @@ impl Config {
             )
             .build()
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let cfg: Config = raw
-            .try_deserialize()
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        cfg.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let mut cfg = Self::from_raw(raw).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+        cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
@@ -192,12 +359,23 @@ impl Config {
         let raw = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .build()?;
-        let cfg: Config = raw.try_deserialize()?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: config::Config) -> Result<Self> {
+        let tree: serde_json::Value = raw.clone().try_deserialize()?;
+        let report = crate::schema::check(&tree)?;
+        let mut cfg: Config = raw.try_deserialize()?;
+        cfg.ignored_keys = report.ignored;
+        let device_given = tree.pointer("/bert_model/device").is_some();
+        if cfg.bert_model.use_cpu == Some(false) && !device_given {
+            cfg.bert_model.device = Device::Cuda;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&mut self) -> Result<()> {
         self.listen_addr()?;
         self.metrics_addr()?;
         if self.bert_model.model_id.as_os_str().is_empty() {
@@ -220,8 +398,37 @@ impl Config {
         if !(0.0..1.0).contains(&c.context_weight) {
             bail!("classifier.category_model.context_weight: must be in [0, 1), got {}", c.context_weight);
         }
+        check_unit("classifier.pii_model.threshold", Some(self.classifier.pii_model.threshold))?;
+        check_unit("prompt_guard.threshold", self.prompt_guard.threshold)?;
         if self.default_model.trim().is_empty() {
             bail!("default_model: must not be empty");
+        }
+        check_effort("default_reasoning_effort", self.default_reasoning_effort.as_deref())?;
+        for (name, f) in &self.reasoning_families {
+            match f.kind.as_str() {
+                FAMILY_CHAT_TEMPLATE_KWARGS | FAMILY_REASONING_EFFORT => {}
+                other => bail!(
+                    "reasoning_families.{name}.type: must be {FAMILY_CHAT_TEMPLATE_KWARGS} or {FAMILY_REASONING_EFFORT}, got `{other}`"
+                ),
+            }
+            if f.parameter.trim().is_empty() {
+                bail!("reasoning_families.{name}.parameter: must not be empty");
+            }
+        }
+        for (model, p) in &self.model_config {
+            if let Some(fam) = &p.reasoning_family {
+                if !self.reasoning_families.contains_key(fam) {
+                    bail!("model_config.{model}.reasoning_family: `{fam}` is not a key of reasoning_families");
+                }
+            }
+            for (k, t) in p.pii_policy.pii_types_allowed.iter().enumerate() {
+                if !PII_TYPES.contains(&t.as_str()) {
+                    bail!(
+                        "model_config.{model}.pii_policy.pii_types_allowed[{k}]: unknown PII type `{t}` (known: {})",
+                        PII_TYPES.join(", ")
+                    );
+                }
+            }
         }
         if self.categories.is_empty() {
             bail!("categories: at least one category is needed");
@@ -235,7 +442,10 @@ impl Config {
                 bail!("categories[{i}].name: duplicate category `{}`", cat.name);
             }
             if cat.description.trim().is_empty() && cat.examples.is_empty() {
-                bail!("categories[{i}] ({}): needs a description or examples", cat.name);
+                self.warnings.push(format!(
+                    "categories[{i}] ({}): no description or examples; matched by its name and system_prompt",
+                    cat.name
+                ));
             }
             if cat.model_scores.is_empty() {
                 bail!("categories[{i}].model_scores ({}): must not be empty", cat.name);
@@ -247,7 +457,24 @@ impl Config {
                 if !ms.score.is_finite() {
                     bail!("categories[{i}].model_scores[{j}].score: must be a finite number");
                 }
+                check_effort(
+                    &format!("categories[{i}].model_scores[{j}].reasoning_effort"),
+                    ms.reasoning_effort.as_deref(),
+                )?;
             }
+            if let Some(m) = &cat.system_prompt_mode {
+                if m != "replace" && m != "insert" {
+                    bail!("categories[{i}].system_prompt_mode: must be replace or insert, got `{m}`");
+                }
+            }
+            if cat.system_prompt_enabled == Some(true) && cat.system_prompt.trim().is_empty() {
+                bail!("categories[{i}].system_prompt: system_prompt_enabled is true but the prompt is empty");
+            }
+            check_unit(&format!("categories[{i}].jailbreak_threshold"), cat.jailbreak_threshold)?;
+            check_unit(&format!("categories[{i}].pii_threshold"), cat.pii_threshold)?;
+        }
+        if self.prompt_guard.enabled && self.prompt_guard.model_id.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+            self.warnings.push("prompt_guard: enabled without model_id; the guard is not configured".into());
         }
         Ok(())
     }
@@ -270,5 +497,33 @@ impl Config {
                 self.server.metrics_listen
             )
         })
+    }
+
+    /// Settings that only take effect at start (the model, the listeners, batching); a reload
+    /// that changes one of them logs that a restart is needed.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let (a, b) = (&self.server, &new.server);
+        if a.listen != b.listen {
+            v.push("server.listen");
+        }
+        if a.metrics_listen != b.metrics_listen {
+            v.push("server.metrics_listen");
+        }
+        if a.config_reload_seconds != b.config_reload_seconds {
+            v.push("server.config_reload_seconds");
+        }
+        let (a, b) = (&self.bert_model, &new.bert_model);
+        if a.model_id != b.model_id || a.max_seq_len != b.max_seq_len || a.device != b.device {
+            v.push("bert_model");
+        }
+        let (a, b) = (&self.batching, &new.batching);
+        if a.max_batch_size != b.max_batch_size || a.max_wait_micros != b.max_wait_micros || a.queue_capacity != b.queue_capacity {
+            v.push("batching");
+        }
+        if self.prompt_guard.model_id != new.prompt_guard.model_id {
+            v.push("prompt_guard.model_id");
+        }
+        v
     }
 }

@@ -1,19 +1,26 @@
 //! Semantic-router classifier sidecar: BERT-family encoders on burn behind a gRPC service.
 //!
 //! - [`model`]: BERT / ModernBERT encoders and heads, generic over the burn backend.
-//! - [`policy`]: embedding-similarity categories → model.
+//! - [`policy`]: embedding-similarity categories → model, reasoning, system prompt, guard and
+//!   PII policy; [`config`] and [`schema`]: native and vLLM Semantic Router config files.
+//! - [`guard`]: the jailbreak head; [`pii`]: structured PII detectors.
+//! - [`reload`]: config hot reload; [`logging`]: text or JSON logs.
 //! - [`batcher`]: dynamic batching of concurrent requests.
 //! - [`service`]: the gRPC server (`Classify`, `Embed`, health) and [`service::serve`].
 
 pub mod batcher;
 pub mod bench;
-pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod pii;
 pub mod policy;
+pub mod reload;
+pub mod schema;
 pub mod service;
 pub mod tokenize;
 pub mod weights;

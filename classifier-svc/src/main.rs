@@ -17,6 +17,10 @@ const DEFAULT_CONFIG: &str = "classifier-svc/config/router.yaml";
 #[derive(Parser)]
 #[command(name = "classifier-svc", version, about = "Semantic-router classifier sidecar (gRPC)")]
 struct Cli {
+    /// Log format on stderr: `text` or `json` (one object per line, with the request's span
+    /// fields such as request_id).
+    #[arg(long, global = true, env = "SR_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: classifier_svc::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -80,20 +84,11 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
-    init_logging();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    classifier_svc::logging::init(cli.log_format);
+    match cli.command {
         Command::Serve { common, listen, metrics_listen } => {
             let mut cfg = common.load()?;
             if let Some(l) = listen {
@@ -125,6 +120,10 @@ async fn main() -> Result<()> {
                 "category": d.category,
                 "confidence": d.confidence,
                 "reason": d.reason,
+                "jailbreak": d.jailbreak.as_ref().map(|j| serde_json::json!({"flagged": j.flagged, "label": j.label, "confidence": j.confidence})),
+                "block": d.block.as_ref().map(|b| serde_json::json!({"status": b.status, "type": b.r#type, "code": b.code, "message": b.message})),
+                "reasoning": d.reasoning.as_ref().map(|r| serde_json::json!({"enabled": r.enabled, "chat_template_kwarg": r.chat_template_kwarg, "effort": r.effort})),
+                "system_prompt": d.system_prompt.as_ref().map(|p| serde_json::json!({"text": p.text, "mode": if p.mode == 1 { "replace" } else { "insert" }})),
                 "scores": d.scores.iter().map(|s| serde_json::json!({"category": s.category, "score": s.score})).collect::<Vec<_>>(),
                 "headers": d.headers.iter().map(|h| serde_json::json!({"name": h.name, "value": h.value})).collect::<Vec<_>>(),
                 "processing_micros": d.processing_micros,

@@ -20,10 +20,27 @@ pub struct Metrics {
     /// Forward-pass time per batch.
     pub batch_seconds: Histogram,
     pub queue_depth: IntGauge,
-    /// Decisions by category and selected model.
+    /// Decisions by category, selected model and reason.
     pub decisions: IntCounterVec,
     /// RPCs by method and gRPC status code.
     pub requests: IntCounterVec,
+    /// Time per classification stage (`embed`: queue, tokenization and forward pass;
+    /// `guard`; `pii`; `policy`).
+    pub stage_seconds: HistogramVec,
+    /// Requests blocked by the jailbreak guard, by jailbreak type.
+    pub jailbreak_blocks: IntCounterVec,
+    /// PII detections by type (counted once per request and type).
+    pub pii_detections: IntCounterVec,
+    /// Requests blocked by a model's PII policy, by denied type.
+    pub pii_violations: IntCounterVec,
+    /// Decisions carrying a reasoning setting, by model and mode (`on` / `off`).
+    pub reasoning: IntCounterVec,
+    /// Decisions carrying a system prompt, by category and mode.
+    pub system_prompts: IntCounterVec,
+    /// Config reloads by result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// 1 when the jailbreak guard has a model loaded.
+    pub guard_configured: IntGauge,
 }
 
 impl Metrics {
@@ -60,6 +77,24 @@ impl Metrics {
             &["method", "code"],
         )
         .unwrap();
+        let stage_seconds = HistogramVec::new(
+            HistogramOpts::new("sr_classifier_stage_duration_seconds", "Time per classification stage")
+                .buckets(vec![
+                    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0,
+                ]),
+            &["stage"],
+        )
+        .unwrap();
+        let counter = |name: &str, help: &str, labels: &[&str]| IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+        let jailbreak_blocks = counter("sr_classifier_jailbreak_blocks_total", "Requests blocked by the jailbreak guard", &["type"]);
+        let pii_detections = counter("sr_classifier_pii_detections_total", "PII detections by type", &["type"]);
+        let pii_violations = counter("sr_classifier_pii_violations_total", "Requests blocked by a PII policy, by denied type", &["type"]);
+        let reasoning = counter("sr_classifier_reasoning_decisions_total", "Decisions with a reasoning setting", &["model", "mode"]);
+        let system_prompts = counter("sr_classifier_system_prompt_decisions_total", "Decisions with a system prompt", &["category", "mode"]);
+        let config_reloads = counter("sr_classifier_config_reloads_total", "Config reloads by result", &["result"]);
+        let guard_configured =
+            IntGauge::new("sr_classifier_guard_configured", "1 when the jailbreak guard has a model").unwrap();
         for c in [
             Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(batch_size.clone()),
@@ -67,10 +102,34 @@ impl Metrics {
             Box::new(queue_depth.clone()),
             Box::new(decisions.clone()),
             Box::new(requests.clone()),
+            Box::new(stage_seconds.clone()),
+            Box::new(jailbreak_blocks.clone()),
+            Box::new(pii_detections.clone()),
+            Box::new(pii_violations.clone()),
+            Box::new(reasoning.clone()),
+            Box::new(system_prompts.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(guard_configured.clone()),
         ] {
             registry.register(c).unwrap();
         }
-        Self { registry, latency, batch_size, batch_seconds, queue_depth, decisions, requests }
+        Self {
+            registry,
+            latency,
+            batch_size,
+            batch_seconds,
+            queue_depth,
+            decisions,
+            requests,
+            stage_seconds,
+            jailbreak_blocks,
+            pii_detections,
+            pii_violations,
+            reasoning,
+            system_prompts,
+            config_reloads,
+            guard_configured,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -79,6 +138,39 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding");
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Metrics {
+    /// Counts what one decision did (blocks, PII, reasoning, system prompt).
+    pub fn observe_decision(&self, d: &router_proto::v1::Decision, pii_types: &[&str]) {
+        use crate::policy::{CODE_JAILBREAK, CODE_PII, HEADER_PII_TYPES};
+        self.decisions
+            .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
+            .inc();
+        for t in pii_types {
+            self.pii_detections.with_label_values(&[t]).inc();
+        }
+        if let Some(b) = &d.block {
+            if b.code == CODE_JAILBREAK {
+                let label = d.jailbreak.as_ref().map(|j| j.label.as_str()).unwrap_or("");
+                self.jailbreak_blocks.with_label_values(&[label]).inc();
+            } else if b.code == CODE_PII {
+                let denied = d.headers.iter().find(|h| h.name == HEADER_PII_TYPES).map(|h| h.value.as_str()).unwrap_or("");
+                for t in denied.split(',').filter(|t| !t.is_empty()) {
+                    self.pii_violations.with_label_values(&[t]).inc();
+                }
+            }
+        }
+        if let Some(r) = &d.reasoning {
+            self.reasoning
+                .with_label_values(&[d.selected_model.as_str(), if r.enabled { "on" } else { "off" }])
+                .inc();
+        }
+        if let Some(p) = &d.system_prompt {
+            let mode = if p.mode == router_proto::v1::system_prompt::Mode::Insert as i32 { "insert" } else { "replace" };
+            self.system_prompts.with_label_values(&[d.category.as_str(), mode]).inc();
+        }
     }
 }
 

@@ -1,21 +1,54 @@
-//! Routing policy: embedding similarity to categories, then the category's best model.
+//! Routing policy: embedding similarity to categories, then the category's best model, with
+//! the category's reasoning mode and system prompt, the jailbreak guard's verdict and the
+//! selected model's PII policy applied (vLLM Semantic Router semantics).
 //!
-//! Category vectors are computed once at start from each category's description and examples.
-//! By default a category is represented by its centroid (the normalised mean of those
-//! embeddings): one dot product per category, and a single off-topic example cannot capture
-//! prompts on its own. `matching: max_similarity` compares with every example instead.
+//! Category vectors are computed once (at start and on every config reload) from each
+//! category's description and examples. By default a category is represented by its centroid
+//! (the normalised mean of those embeddings): one dot product per category, and a single
+//! off-topic example cannot capture prompts on its own. `matching: max_similarity` compares
+//! with every example instead.
+//!
+//! [`Router::decide_with`] is a pure function of the prompt vector and the [`Signals`] the
+//! guard and the PII detectors computed, so every decision field is testable without models.
 
-use router_proto::v1::{CategoryScore, Decision, Header};
+use std::collections::BTreeMap;
 
-use crate::config::{Config, Matching};
+use router_proto::v1::{
+    system_prompt, Block, CategoryScore, Decision, GuardVerdict, Header, Reasoning, SystemPrompt,
+};
 
-/// Headers the filter adds upstream (names as in vLLM Semantic Router).
+use crate::config::{
+    Config, Matching, ModelParams, ModelScore, ReasoningFamily, SystemPromptMode,
+    DEFAULT_REASONING_EFFORT, FAMILY_CHAT_TEMPLATE_KWARGS,
+};
+
+/// Headers the filter adds upstream and to the response (names as in vLLM Semantic Router).
+/// `x-vsr-selected-reasoning` and `x-vsr-injected-system-prompt` are set by the filter from
+/// the decision's `reasoning` and `system_prompt`, never here.
 pub const HEADER_CATEGORY: &str = "x-vsr-selected-category";
-pub const HEADER_REASONING: &str = "x-vsr-selected-reasoning";
 pub const HEADER_MODEL: &str = "x-vsr-selected-model";
+pub const HEADER_JAILBREAK_BLOCKED: &str = "x-vsr-jailbreak-blocked";
+pub const HEADER_JAILBREAK_TYPE: &str = "x-vsr-jailbreak-type";
+pub const HEADER_JAILBREAK_CONFIDENCE: &str = "x-vsr-jailbreak-confidence";
+pub const HEADER_PII_VIOLATION: &str = "x-vsr-pii-violation";
+pub const HEADER_PII_TYPES: &str = "x-vsr-pii-types";
 
 pub const REASON_CATEGORY: &str = "category";
 pub const REASON_BELOW_THRESHOLD: &str = "below_threshold";
+/// The category's best model may not receive the detected PII; another model of the category
+/// (or the default model) that may was selected.
+pub const REASON_PII_ALTERNATIVE: &str = "pii_policy_alternative";
+pub const REASON_JAILBREAK: &str = "jailbreak_blocked";
+pub const REASON_PII_BLOCKED: &str = "pii_policy_violation";
+
+/// Block fields: an OpenAI-style `invalid_request_error` with a specific code.
+pub const BLOCK_STATUS: u32 = 400;
+pub const BLOCK_TYPE: &str = "invalid_request_error";
+pub const CODE_JAILBREAK: &str = "jailbreak_detected";
+pub const CODE_PII: &str = "pii_policy_violation";
+
+/// Guard threshold when neither the config nor the head names one.
+pub const DEFAULT_GUARD_THRESHOLD: f32 = 0.5;
 
 #[derive(Debug, Clone)]
 pub struct RoutedCategory {
@@ -25,6 +58,14 @@ pub struct RoutedCategory {
     /// Highest-scoring model (first listed on ties) and whether it should reason.
     pub model: String,
     pub use_reasoning: bool,
+    /// Model scores, best first (first listed on ties): the PII fallback order.
+    pub ranked: Vec<ModelScore>,
+    pub system_prompt: Option<(String, SystemPromptMode)>,
+    /// Guard on for this category (`prompt_guard.enabled` and `jailbreak_enabled`).
+    pub jailbreak_enabled: bool,
+    pub jailbreak_threshold: Option<f32>,
+    /// PII threshold for this category; `None`: detection off for it.
+    pub pii_threshold: Option<f32>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +74,30 @@ pub struct Router {
     pub threshold: f32,
     pub default_model: String,
     pub context_weight: f32,
+    pub models: BTreeMap<String, ModelParams>,
+    pub families: BTreeMap<String, ReasoningFamily>,
+    pub default_effort: String,
+    pub guard_enabled: bool,
+    pub guard_threshold: Option<f32>,
+    /// Global PII threshold; `None`: detection off (unless a category turns it on).
+    pub pii_threshold: Option<f32>,
+}
+
+/// What the guard and the PII detectors found for one request.
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    /// The guard's most likely jailbreak label and its probability; `None`: no guard ran.
+    pub jailbreak: Option<GuardScore>,
+    /// PII detections (type, confidence) over the prompt and its context.
+    pub pii: Vec<(&'static str, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardScore {
+    pub label: String,
+    pub probability: f32,
+    /// The head's own calibrated threshold, used when the config names none.
+    pub head_threshold: Option<f32>,
 }
 
 pub fn normalize(v: &mut [f32]) {
@@ -46,26 +111,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+fn header(name: &str, value: impl Into<String>) -> Header {
+    Header { name: name.into(), value: value.into() }
+}
+
 impl Router {
-    /// The texts to embed for each category (description first, when present).
+    /// The texts to embed for each category (see [`crate::config::Category::texts`]).
     pub fn category_texts(config: &Config) -> Vec<Vec<String>> {
-        config
-            .categories
-            .iter()
-            .map(|c| {
-                let mut t = Vec::new();
-                if !c.description.trim().is_empty() {
-                    t.push(c.description.clone());
-                }
-                t.extend(c.examples.iter().cloned());
-                t
-            })
-            .collect()
+        config.categories.iter().map(|c| c.texts()).collect()
     }
 
     /// Builds the router from the config and the embeddings of [`Router::category_texts`].
     pub fn new(config: &Config, embeddings: Vec<Vec<Vec<f32>>>) -> Self {
         let cm = &config.classifier.category_model;
+        let global_pii = config.classifier.pii_model.threshold;
         let categories = config
             .categories
             .iter()
@@ -82,20 +141,27 @@ impl Router {
                         vec![mean]
                     }
                 };
-                // Highest score wins; the first listed wins a tie.
-                let best = c
-                    .model_scores
-                    .iter()
-                    .fold(None::<&crate::config::ModelScore>, |best, ms| match best {
-                        Some(b) if b.score >= ms.score => Some(b),
-                        _ => Some(ms),
-                    })
-                    .expect("validated: model_scores is not empty");
+                // Highest score wins; the first listed wins a tie (stable sort).
+                let mut ranked = c.model_scores.clone();
+                ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+                let best = ranked.first().expect("validated: model_scores is not empty");
+                let prompt_on = c.system_prompt_enabled.unwrap_or(true) && !c.system_prompt.trim().is_empty();
+                // As in vLLM Semantic Router: a threshold of 0 turns detection off.
+                let pii_threshold = match c.pii_enabled {
+                    Some(false) => None,
+                    Some(true) => Some(c.pii_threshold.unwrap_or(global_pii)),
+                    None => Some(c.pii_threshold.unwrap_or(global_pii)).filter(|t| *t > 0.0),
+                };
                 RoutedCategory {
                     name: c.name.clone(),
                     vectors,
                     model: best.model.clone(),
                     use_reasoning: best.use_reasoning,
+                    system_prompt: prompt_on.then(|| (c.system_prompt.clone(), c.system_prompt_mode())),
+                    jailbreak_enabled: config.prompt_guard.enabled && c.jailbreak_enabled.unwrap_or(true),
+                    jailbreak_threshold: c.jailbreak_threshold,
+                    pii_threshold,
+                    ranked,
                 }
             })
             .collect();
@@ -104,7 +170,21 @@ impl Router {
             threshold: cm.threshold,
             default_model: config.default_model.clone(),
             context_weight: cm.context_weight,
+            models: config.model_config.clone(),
+            families: config.reasoning_families.clone(),
+            default_effort: config
+                .default_reasoning_effort
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REASONING_EFFORT.into()),
+            guard_enabled: config.prompt_guard.enabled,
+            guard_threshold: config.prompt_guard.threshold,
+            pii_threshold: Some(global_pii).filter(|t| *t > 0.0),
         }
+    }
+
+    /// Whether PII detection runs for any route (the service skips the detectors otherwise).
+    pub fn pii_active(&self) -> bool {
+        self.pii_threshold.is_some() || self.categories.iter().any(|c| c.pii_threshold.is_some())
     }
 
     /// The prompt vector: the text embedding, mixed with the context embedding when there is
@@ -136,42 +216,173 @@ impl Router {
         s
     }
 
-    /// The routing decision for a prompt vector.
+    /// The routing decision for a prompt vector, without guard or PII signals.
     pub fn decide(&self, prompt: &[f32]) -> Decision {
+        self.decide_with(prompt, &Signals::default())
+    }
+
+    /// The reasoning setting of `model` in the way its family expects; `None` when the model
+    /// has no reasoning family (nothing to switch).
+    pub fn reasoning_for(&self, model: &str, score: Option<&ModelScore>) -> Option<Reasoning> {
+        let family = self.models.get(model)?.reasoning_family.as_ref()?;
+        let f = self.families.get(family)?;
+        let enabled = score.is_some_and(|s| s.use_reasoning);
+        Some(if f.kind == FAMILY_CHAT_TEMPLATE_KWARGS {
+            Reasoning { enabled, chat_template_kwarg: f.parameter.clone(), effort: String::new() }
+        } else {
+            let effort = if enabled {
+                score
+                    .and_then(|s| s.reasoning_effort.clone())
+                    .unwrap_or_else(|| self.default_effort.clone())
+            } else {
+                String::new()
+            };
+            Reasoning { enabled, chat_template_kwarg: String::new(), effort }
+        })
+    }
+
+    /// PII types in `detected` that `model` may not receive (vLLM Semantic Router semantics: a
+    /// model absent from `model_config`, or with `allow_by_default`, receives everything).
+    pub fn denied_pii(&self, model: &str, detected: &[&'static str]) -> Vec<&'static str> {
+        match self.models.get(model) {
+            Some(p) if !p.pii_policy.allow_by_default => detected
+                .iter()
+                .copied()
+                .filter(|t| *t != "NO_PII" && !p.pii_policy.pii_types_allowed.iter().any(|a| a == t))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The full decision: category, guard verdict, PII policy, reasoning and system prompt.
+    pub fn decide_with(&self, prompt: &[f32], signals: &Signals) -> Decision {
         let scores = self.scores(prompt);
         let top = scores.first().copied();
         let mut d = Decision {
             scores: scores
                 .iter()
-                .map(|&(i, s)| CategoryScore {
-                    category: self.categories[i].name.clone(),
-                    score: s,
-                })
+                .map(|&(i, s)| CategoryScore { category: self.categories[i].name.clone(), score: s })
                 .collect(),
             ..Default::default()
         };
-        match top {
+        let cat = match top {
             Some((i, s)) if s >= self.threshold => {
                 let c = &self.categories[i];
                 d.selected_model = c.model.clone();
                 d.category = c.name.clone();
                 d.confidence = s.clamp(0.0, 1.0);
                 d.reason = REASON_CATEGORY.into();
-                d.headers = vec![
-                    Header { name: HEADER_CATEGORY.into(), value: c.name.clone() },
-                    Header {
-                        name: HEADER_REASONING.into(),
-                        value: if c.use_reasoning { "on" } else { "off" }.into(),
-                    },
-                ];
+                d.headers.push(header(HEADER_CATEGORY, c.name.clone()));
+                Some(c)
             }
             other => {
                 d.selected_model = self.default_model.clone();
                 d.confidence = other.map(|(_, s)| s.clamp(0.0, 1.0)).unwrap_or(0.0);
                 d.reason = REASON_BELOW_THRESHOLD.into();
+                None
+            }
+        };
+
+        // Jailbreak guard: global switch, then the category's override.
+        if let Some(g) = &signals.jailbreak {
+            let enabled = cat.map_or(self.guard_enabled, |c| c.jailbreak_enabled);
+            if enabled {
+                let threshold = cat
+                    .and_then(|c| c.jailbreak_threshold)
+                    .or(self.guard_threshold)
+                    .or(g.head_threshold)
+                    .unwrap_or(DEFAULT_GUARD_THRESHOLD);
+                let flagged = g.probability >= threshold;
+                d.jailbreak = Some(GuardVerdict { flagged, label: g.label.clone(), confidence: g.probability });
+                if flagged {
+                    d.reason = REASON_JAILBREAK.into();
+                    d.block = Some(Block {
+                        status: BLOCK_STATUS,
+                        r#type: BLOCK_TYPE.into(),
+                        code: CODE_JAILBREAK.into(),
+                        message: format!(
+                            "This request was blocked: it appears to contain a jailbreak attempt (type: {}, confidence: {:.3}).",
+                            g.label, g.probability
+                        ),
+                    });
+                    d.headers.push(header(HEADER_JAILBREAK_BLOCKED, "true"));
+                    d.headers.push(header(HEADER_JAILBREAK_TYPE, g.label.clone()));
+                    d.headers.push(header(HEADER_JAILBREAK_CONFIDENCE, format!("{:.3}", g.probability)));
+                    d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+                    return d;
+                }
             }
         }
-        d.headers.push(Header { name: HEADER_MODEL.into(), value: d.selected_model.clone() });
+
+        // PII policy of the selected model; for a category route, the category's other models
+        // and then the default model are tried before blocking.
+        let pii_threshold = match cat {
+            Some(c) => c.pii_threshold,
+            None => self.pii_threshold,
+        };
+        if let Some(t) = pii_threshold {
+            let mut detected: Vec<&'static str> =
+                signals.pii.iter().filter(|(_, conf)| *conf >= t).map(|(k, _)| *k).collect();
+            detected.sort_unstable();
+            detected.dedup();
+            if !detected.is_empty() {
+                let denied = self.denied_pii(&d.selected_model, &detected);
+                if !denied.is_empty() {
+                    let alternative = cat.and_then(|c| {
+                        c.ranked
+                            .iter()
+                            .map(|s| s.model.as_str())
+                            .find(|m| self.denied_pii(m, &detected).is_empty())
+                            .or_else(|| {
+                                self.denied_pii(&self.default_model, &detected)
+                                    .is_empty()
+                                    .then_some(self.default_model.as_str())
+                            })
+                    });
+                    match alternative {
+                        Some(m) => {
+                            d.selected_model = m.to_string();
+                            d.reason = REASON_PII_ALTERNATIVE.into();
+                            d.headers.push(header(HEADER_PII_TYPES, detected.join(",")));
+                        }
+                        None => {
+                            d.reason = REASON_PII_BLOCKED.into();
+                            d.block = Some(Block {
+                                status: BLOCK_STATUS,
+                                r#type: BLOCK_TYPE.into(),
+                                code: CODE_PII.into(),
+                                message: format!(
+                                    "This request contains personal information ({}) that the model '{}' may not receive under the configured privacy policy; remove it and try again.",
+                                    denied.join(", "),
+                                    d.selected_model
+                                ),
+                            });
+                            d.headers.push(header(HEADER_PII_VIOLATION, "true"));
+                            d.headers.push(header(HEADER_PII_TYPES, denied.join(",")));
+                            d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+                            return d;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Reasoning and system prompt of the category route (the default route leaves the
+        // request's reasoning and system messages to the model's defaults).
+        if let Some(c) = cat {
+            let score = c.ranked.iter().find(|s| s.model == d.selected_model);
+            d.reasoning = self.reasoning_for(&d.selected_model, score);
+            if let Some((text, mode)) = &c.system_prompt {
+                d.system_prompt = Some(SystemPrompt {
+                    text: text.clone(),
+                    mode: match mode {
+                        SystemPromptMode::Insert => system_prompt::Mode::Insert,
+                        SystemPromptMode::Replace => system_prompt::Mode::Replace,
+                    } as i32,
+                });
+            }
+        }
+        d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
         d
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -14,13 +14,14 @@ use router_proto::v1::{
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::batcher::{BatchError, BatchSettings, Batcher};
 use crate::config::{Config, Device};
 use crate::metrics::Metrics;
 use crate::model::{LoadOptions, Model};
-use crate::policy::Router;
+use crate::guard::JailbreakDetector;
+use crate::policy::{Router, Signals};
 
 /// Printed (at info level) once the models are loaded and warm and health reports SERVING.
 pub const SERVING_LOG: &str = "classifier-svc SERVING";
@@ -28,11 +29,17 @@ pub const SERVING_LOG: &str = "classifier-svc SERVING";
 /// Most texts one `Embed` call may carry.
 pub const MAX_EMBED_TEXTS: usize = 256;
 
-/// Loaded model behind the batcher, and the routing policy.
+/// Loaded model behind the batcher, the routing policy (swapped whole on a config reload)
+/// and the jailbreak guard.
 pub struct Engine {
     pub batcher: Batcher,
-    pub router: Router,
+    pub router: RwLock<Arc<Router>>,
     pub dim: usize,
+    /// `None`: the guard is not configured (no head).
+    pub guard: Option<Arc<dyn JailbreakDetector>>,
+    /// The config the policy was built from.
+    pub config: RwLock<Arc<Config>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -84,6 +91,9 @@ impl Engine {
             .collect();
         let router = Router::new(config, embeddings);
         let dim = model.hidden_size;
+        let guard = crate::guard::load(&config.prompt_guard, dim)?
+            .map(|g| Arc::new(g) as Arc<dyn JailbreakDetector>);
+        metrics.guard_configured.set(guard.is_some() as i64);
 
         // Warm the shape buckets on GPU backends (kernels are compiled and autotuned per
         // shape); the CPU backend has nothing to warm.
@@ -106,26 +116,108 @@ impl Engine {
         let batcher = Batcher::start(
             move |texts: &[String]| model.embed(texts),
             settings,
-            metrics,
+            metrics.clone(),
         );
-        Ok(Self { batcher, router, dim })
+        Ok(Self {
+            batcher,
+            router: RwLock::new(Arc::new(router)),
+            dim,
+            guard,
+            config: RwLock::new(Arc::new(config.clone())),
+            metrics,
+        })
+    }
+
+    /// The routing policy now in force.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in the policy of `config` (category vectors are embedded through the batcher, so
+    /// requests keep being served meanwhile). Settings that need a restart are reported, not
+    /// applied. On error the policy in force is unchanged.
+    pub async fn reload(&self, config: Config) -> Result<()> {
+        let old = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let texts = Router::category_texts(&config);
+        let flat: Vec<String> = texts.iter().flatten().cloned().collect();
+        let mut vectors = Vec::with_capacity(flat.len());
+        for chunk in flat.chunks(64) {
+            vectors.extend(
+                self.batcher
+                    .embed(chunk.to_vec())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("embedding the categories: {e}"))?,
+            );
+        }
+        let mut it = vectors.into_iter();
+        let embeddings = texts.iter().map(|t| it.by_ref().take(t.len()).collect()).collect();
+        let router = Router::new(&config, embeddings);
+        for key in old.restart_only_changes(&config) {
+            warn!(key, "config reload: this setting changed but takes effect only after a restart");
+        }
+        if config.prompt_guard.enabled && self.guard.is_none() {
+            warn!("config reload: prompt_guard.enabled but no guard model is loaded; jailbreak guard not configured");
+        }
+        *self.router.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(router);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        Ok(())
     }
 
     /// The decision for one request.
     pub async fn classify(&self, req: &ClassifyRequest) -> Result<Decision, BatchError> {
+        self.classify_observed(req).await.map(|(d, _)| d)
+    }
+
+    /// The decision and the PII types detected (for metrics), with per-stage timings.
+    pub async fn classify_observed(&self, req: &ClassifyRequest) -> Result<(Decision, Vec<&'static str>), BatchError> {
         let t = Instant::now();
+        let router = self.router();
+        let stage = |name: &str, since: Instant| {
+            self.metrics.stage_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
+        };
         let mut texts = vec![req.text.clone()];
-        let use_context = !req.context.is_empty() && self.router.context_weight > 0.0;
+        let use_context = !req.context.is_empty() && router.context_weight > 0.0;
         if use_context {
             texts.push(context_text(&req.context));
         }
-        let embs = self.batcher.embed(texts).await?;
-        let prompt = self
-            .router
-            .prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
-        let mut d = self.router.decide(&prompt);
+        let s = Instant::now();
+        let embs = self.batcher.embed(texts).instrument(info_span!("embed")).await?;
+        stage("embed", s);
+
+        let mut signals = Signals::default();
+        if let Some(g) = &self.guard {
+            let s = Instant::now();
+            let _span = info_span!("guard").entered();
+            match g.score(&embs[0]) {
+                Ok(score) => signals.jailbreak = Some(score),
+                // A broken guard must not take routing down with it; it is logged and counted.
+                Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard failed"),
+            }
+            stage("guard", s);
+        }
+        let mut pii_types = Vec::new();
+        if router.pii_active() {
+            let s = Instant::now();
+            let _span = info_span!("pii").entered();
+            // The whole conversation: PII in an earlier turn reaches the model too.
+            for m in crate::pii::detect(&req.text)
+                .into_iter()
+                .chain(req.context.iter().flat_map(|t| crate::pii::detect(&t.content)))
+            {
+                signals.pii.push((m.kind, m.confidence));
+                pii_types.push(m.kind);
+            }
+            pii_types.sort_unstable();
+            pii_types.dedup();
+            stage("pii", s);
+        }
+
+        let s = Instant::now();
+        let prompt = router.prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
+        let mut d = router.decide_with(&prompt, &signals);
+        stage("policy", s);
         d.processing_micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
-        Ok(d)
+        Ok((d, pii_types))
     }
 }
 
@@ -182,23 +274,28 @@ impl Classifier for ClassifierService {
     ) -> Result<Response<ClassifyResponse>, Status> {
         let t = Instant::now();
         let req = request.into_inner();
+        let span = info_span!("classify", request_id = %req.request_id);
         let result = match self.engine() {
-            Ok(engine) => engine.classify(&req).await.map_err(to_status),
+            Ok(engine) => engine.classify_observed(&req).instrument(span.clone()).await.map_err(to_status),
             Err(s) => Err(s),
         };
         self.record("Classify", t, &result);
+        let _entered = span.enter();
         match result {
-            Ok(d) => {
-                self.metrics
-                    .decisions
-                    .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
-                    .inc();
+            Ok((d, pii_types)) => {
+                self.metrics.observe_decision(&d, &pii_types);
+                let jailbreak = d.jailbreak.as_ref().map(|j| j.confidence);
                 info!(
                     request_id = %req.request_id,
                     category = %d.category,
                     model = %d.selected_model,
                     confidence = d.confidence,
                     reason = %d.reason,
+                    blocked = d.block.as_ref().map(|b| b.code.as_str()).unwrap_or(""),
+                    jailbreak_score = jailbreak.unwrap_or(0.0),
+                    pii = %pii_types.join(","),
+                    reasoning = d.reasoning.as_ref().map(|r| if r.enabled { "on" } else { "off" }).unwrap_or(""),
+                    system_prompt = d.system_prompt.is_some(),
                     micros = d.processing_micros,
                     context_turns = req.context.len(),
                     "classified"
@@ -301,6 +398,13 @@ pub async fn serve_with_listeners(
         let _ = stop.send(true);
     });
 
+    for key in &config.ignored_keys {
+        warn!(key = %key, "config: vLLM Semantic Router key not supported here; ignored");
+    }
+    for w in &config.warnings {
+        warn!("config: {w}");
+    }
+    let mut reload_task = None;
     let cfg = config.clone();
     let m = metrics.clone();
     let mut loading = tokio::task::spawn_blocking(move || Engine::build(&cfg, m));
@@ -315,6 +419,10 @@ pub async fn serve_with_listeners(
             reporter.set_service_status("", ServingStatus::Serving).await;
             reporter.set_service_status(service_name, ServingStatus::Serving).await;
             info!(addr = %grpc_addr, "{SERVING_LOG}");
+            if let Some(path) = config.source.clone() {
+                let every = Duration::from_secs(config.server.config_reload_seconds);
+                reload_task = Some(tokio::spawn(crate::reload::watch(path, engine.clone(), every)));
+            }
         }
         Some(Ok(Err(e))) => {
             let _ = stop_tx.send(true);
@@ -332,6 +440,9 @@ pub async fn serve_with_listeners(
 
     let result = server.await;
     shutdown_task.abort();
+    if let Some(t) = reload_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -112,7 +112,10 @@ fn policy_highest_score_wins_and_threshold_falls_back() {
     assert_eq!(d.reason, REASON_CATEGORY);
     assert_eq!(d.scores[0].category, "math");
     assert!(d.scores[0].score >= d.scores[1].score);
-    assert!(d.headers.iter().any(|h| h.name == "x-vsr-selected-reasoning" && h.value == "on"));
+    // Reasoning travels in the decision's `reasoning` field (none here: `big` has no reasoning
+    // family); the filter sets x-vsr-selected-reasoning from it.
+    assert!(d.headers.iter().all(|h| h.name != "x-vsr-selected-reasoning"));
+    assert_eq!(d.reasoning, None);
 
     let d = router.decide(&unit(&[0.0, 0.0, 1.0]));
     assert_eq!(d.category, "");
