@@ -376,3 +376,109 @@ mod tests {
         assert!(p.take("r4").is_none(), "expired");
     }
 }
+
+/// The semantic cache as the service uses it: bypass rules, lookup into the decision, and the
+/// store half of the round trip.
+pub mod layer {
+    use super::*;
+    use crate::config::{Config, SemanticCacheConfig};
+    use crate::metrics::Metrics;
+    use router_proto::v1::{CacheHit, ClassifyRequest, Decision};
+    use std::sync::Arc;
+
+    pub struct CacheLayer {
+        cache: Arc<dyn CacheBackend>,
+        pending: PendingStores,
+        metrics: Arc<Metrics>,
+    }
+
+    /// Why a request does not use the cache (`None`: it does).
+    pub fn bypass_reason(req: &ClassifyRequest, decision: &Decision, config: &Config) -> Option<&'static str> {
+        let sc: &SemanticCacheConfig = &config.semantic_cache;
+        let traits = req.traits.clone().unwrap_or_default();
+        if !sc.enabled {
+            return Some("disabled");
+        }
+        if decision.block.is_some() || decision.selected_model.is_empty() {
+            return Some("blocked");
+        }
+        if traits.skip_cache {
+            return Some("client_skip");
+        }
+        if traits.has_tools {
+            return Some("tools");
+        }
+        if let (Some(t), Some(max)) = (traits.temperature, sc.max_temperature) {
+            if t > max {
+                return Some("temperature");
+            }
+        }
+        let category = config.categories.iter().find(|c| c.name == decision.category);
+        if category.and_then(|c| c.semantic_cache_enabled) == Some(false) {
+            return Some("category_disabled");
+        }
+        None
+    }
+
+    impl CacheLayer {
+        pub fn new(config: &SemanticCacheConfig, metrics: Arc<Metrics>) -> Self {
+            let limits = CacheLimits {
+                ttl: Duration::from_secs(config.ttl_seconds),
+                max_entries: config.max_entries,
+                max_body_bytes: config.max_body_bytes,
+            };
+            Self {
+                cache: Arc::new(SemanticCache::new(limits)),
+                // An answer normally comes back within the request's lifetime; bound the wait.
+                pending: PendingStores::new(Duration::from_secs(600), 10_000),
+                metrics,
+            }
+        }
+
+        /// Sets `cache_hit` (or `cache_store` on a miss) on the decision.
+        pub fn apply(&self, req: &ClassifyRequest, prompt: &[f32], decision: &mut Decision, config: &Config) {
+            if bypass_reason(req, decision, config).is_some() {
+                return;
+            }
+            let traits = req.traits.clone().unwrap_or_default();
+            let scope = Scope { tenant: req.tenant.clone(), model: decision.selected_model.clone(), salt: traits.cache_salt };
+            let threshold = config
+                .categories
+                .iter()
+                .find(|c| c.name == decision.category)
+                .and_then(|c| c.semantic_cache_similarity_threshold)
+                .unwrap_or(config.semantic_cache.similarity_threshold);
+            let t = Instant::now();
+            let hit = self.cache.lookup(&scope, prompt, threshold);
+            self.metrics.cache_lookup_seconds.observe(t.elapsed().as_secs_f64());
+            match hit {
+                Some(hit) => {
+                    self.metrics.cache_hits.inc();
+                    decision.cache_hit = Some(CacheHit { body: hit.body, similarity: hit.similarity });
+                }
+                None => {
+                    self.metrics.cache_misses.inc();
+                    // The answer comes back under the request id; without one it cannot.
+                    if !req.request_id.is_empty() {
+                        decision.cache_store = true;
+                        self.pending.remember(req.request_id.clone(), scope, prompt.to_vec());
+                    }
+                }
+            }
+        }
+
+        /// Stores the answer to a request this layer marked `cache_store`.
+        pub fn store(&self, request_id: &str, body: Vec<u8>) -> bool {
+            let Some((scope, embedding)) = self.pending.take(request_id) else { return false };
+            if serde_json::from_slice::<serde_json::Value>(&body).map_or(true, |v| v["object"] != "chat.completion") {
+                return false;
+            }
+            self.cache.insert(scope, embedding, body);
+            let stats = self.cache.stats();
+            self.metrics.cache_stores.inc();
+            self.metrics.cache_entries.set(stats.entries as i64);
+            self.metrics.cache_evictions.set(stats.evictions as i64);
+            true
+        }
+    }
+}

@@ -41,6 +41,9 @@ pub struct Config {
     /// Jailbreak guard (vLLM Semantic Router `prompt_guard`).
     #[serde(default)]
     pub prompt_guard: PromptGuardConfig,
+    /// Semantic cache (vLLM Semantic Router `semantic_cache`, in-memory backend).
+    #[serde(default)]
+    pub semantic_cache: SemanticCacheConfig,
     /// Model used when no category passes the threshold.
     pub default_model: String,
     /// Effort for `reasoning_effort` families when the model score names none.
@@ -267,6 +270,38 @@ pub struct Category {
     pub pii_enabled: Option<bool>,
     #[serde(default)]
     pub pii_threshold: Option<f32>,
+    /// Per-category semantic-cache switch and similarity threshold.
+    #[serde(default)]
+    pub semantic_cache_enabled: Option<bool>,
+    #[serde(default)]
+    pub semantic_cache_similarity_threshold: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SemanticCacheConfig {
+    pub enabled: bool,
+    /// Cosine similarity a stored prompt needs to answer a new one.
+    pub similarity_threshold: f32,
+    pub ttl_seconds: u64,
+    pub max_entries: usize,
+    /// Answers larger than this are not stored.
+    pub max_body_bytes: usize,
+    /// Requests sampling hotter than this bypass the cache (`None`: no limit).
+    pub max_temperature: Option<f32>,
+}
+
+impl Default for SemanticCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            similarity_threshold: 0.92,
+            ttl_seconds: 3600,
+            max_entries: 100_000,
+            max_body_bytes: 1024 * 1024,
+            max_temperature: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -376,6 +411,20 @@ impl Config {
     }
 
     pub fn validate(&mut self) -> Result<()> {
+        let sc = &self.semantic_cache;
+        if !(0.0..=1.0).contains(&sc.similarity_threshold) {
+            bail!("semantic_cache.similarity_threshold: must be in [0, 1], got {}", sc.similarity_threshold);
+        }
+        if sc.enabled && (sc.max_entries == 0 || sc.ttl_seconds == 0) {
+            bail!("semantic_cache: max_entries and ttl_seconds must be positive when enabled");
+        }
+        for (i, c) in self.categories.iter().enumerate() {
+            if let Some(t) = c.semantic_cache_similarity_threshold {
+                if !(0.0..=1.0).contains(&t) {
+                    bail!("categories[{i}].semantic_cache_similarity_threshold: must be in [0, 1], got {t}");
+                }
+            }
+        }
         self.listen_addr()?;
         self.metrics_addr()?;
         if self.bert_model.model_id.as_os_str().is_empty() {

@@ -10,6 +10,7 @@
 
 pub mod batcher;
 pub mod bench;
+pub mod cache;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod gpu;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +41,14 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// 1 when the jailbreak guard has a model loaded.
     pub guard_configured: IntGauge,
+    /// Semantic cache: hits, misses (lookups that found nothing), lookup time, entries,
+    /// evictions, answers stored.
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_lookup_seconds: Histogram,
+    pub cache_entries: IntGauge,
+    pub cache_evictions: IntGauge,
+    pub cache_stores: IntCounter,
 }
 
 impl Metrics {
@@ -95,8 +103,24 @@ impl Metrics {
         let config_reloads = counter("sr_classifier_config_reloads_total", "Config reloads by result", &["result"]);
         let guard_configured =
             IntGauge::new("sr_classifier_guard_configured", "1 when the jailbreak guard has a model").unwrap();
+        let cache_hits = IntCounter::new("llm_cache_hits_total", "Semantic-cache hits").unwrap();
+        let cache_misses = IntCounter::new("llm_cache_misses_total", "Semantic-cache lookups without a hit").unwrap();
+        let cache_lookup_seconds = Histogram::with_opts(
+            HistogramOpts::new("llm_cache_lookup_duration_seconds", "Semantic-cache lookup time")
+                .buckets(prometheus::exponential_buckets(0.00001, 2.0, 14).unwrap()),
+        )
+        .unwrap();
+        let cache_entries = IntGauge::new("llm_cache_entries", "Answers in the semantic cache").unwrap();
+        let cache_evictions = IntGauge::new("llm_cache_evictions_total", "Answers evicted because the cache was full").unwrap();
+        let cache_stores = IntCounter::new("llm_cache_stores_total", "Answers stored in the semantic cache").unwrap();
         for c in [
-            Box::new(latency.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_misses.clone()),
+            Box::new(cache_lookup_seconds.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_evictions.clone()),
+            Box::new(cache_stores.clone()),
+            Box::new(latency.clone()),
             Box::new(batch_size.clone()),
             Box::new(batch_seconds.clone()),
             Box::new(queue_depth.clone()),
@@ -129,6 +153,12 @@ impl Metrics {
             system_prompts,
             config_reloads,
             guard_configured,
+            cache_hits,
+            cache_misses,
+            cache_lookup_seconds,
+            cache_entries,
+            cache_evictions,
+            cache_stores,
         }
     }
 

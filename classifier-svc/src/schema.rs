@@ -66,11 +66,26 @@ pub const KNOWN: &[&str] = &[
     "categories[].jailbreak_threshold",
     "categories[].pii_enabled",
     "categories[].pii_threshold",
+    "categories[].semantic_cache_enabled",
+    "categories[].semantic_cache_similarity_threshold",
+    "semantic_cache",
+    "semantic_cache.enabled",
+    "semantic_cache.similarity_threshold",
+    "semantic_cache.ttl_seconds",
+    "semantic_cache.max_entries",
+    "semantic_cache.max_body_bytes",
+    "semantic_cache.max_temperature",
 ];
 
 /// vLLM Semantic Router keys accepted and ignored (with everything below them).
 pub const IGNORED: &[&str] = &[
-    "semantic_cache",
+    "semantic_cache.backend_type",
+    "semantic_cache.eviction_policy",
+    "semantic_cache.use_hnsw",
+    "semantic_cache.hnsw_m",
+    "semantic_cache.hnsw_ef_construction",
+    "semantic_cache.embedding_model",
+    "semantic_cache.backend_config_path",
     "tools",
     "vllm_endpoints",
     "router",
@@ -100,8 +115,6 @@ pub const IGNORED: &[&str] = &[
     "model_config.*.loras",
     "model_config.*.use_reasoning",
     "categories[].mmlu_categories",
-    "categories[].semantic_cache_enabled",
-    "categories[].semantic_cache_similarity_threshold",
     "categories[].model_scores[].reasoning_description",
     "categories[].model_scores[].lora_name",
 ];

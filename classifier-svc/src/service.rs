@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
+use crate::cache::layer::CacheLayer;
 use router_proto::v1::classifier_server::{Classifier, ClassifierServer};
+use router_proto::v1::semantic_cache_server::{SemanticCache, SemanticCacheServer};
+use router_proto::v1::{StoreReply, StoreRequest};
 use router_proto::v1::{
     ClassifyRequest, ClassifyResponse, Decision, EmbedRequest, EmbedResponse, Embedding, Turn,
 };
@@ -37,6 +40,8 @@ pub struct Engine {
     pub dim: usize,
     /// `None`: the guard is not configured (no head).
     pub guard: Option<Arc<dyn JailbreakDetector>>,
+    /// The semantic cache (consulted only while `semantic_cache.enabled`).
+    pub cache: Arc<CacheLayer>,
     /// The config the policy was built from.
     pub config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
@@ -123,6 +128,7 @@ impl Engine {
             router: RwLock::new(Arc::new(router)),
             dim,
             guard,
+            cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
             config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
@@ -216,6 +222,8 @@ impl Engine {
         let prompt = router.prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
         let mut d = router.decide_with(&prompt, &signals);
         stage("policy", s);
+        let config = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();
+        self.cache.apply(req, &prompt, &mut d, &config);
         d.processing_micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
         Ok((d, pii_types))
     }
@@ -333,6 +341,19 @@ impl Classifier for ClassifierService {
     }
 }
 
+#[tonic::async_trait]
+impl SemanticCache for ClassifierService {
+    async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
+        let t = Instant::now();
+        let req = request.into_inner();
+        let result = self.engine().map(|engine| engine.cache.store(&req.request_id, req.body));
+        self.record("Store", t, &result);
+        let stored = result?;
+        debug!(request_id = %req.request_id, stored, "semantic cache store");
+        Ok(Response::new(StoreReply { stored }))
+    }
+}
+
 /// Binds the configured addresses and runs until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let addr = config.listen_addr()?;
@@ -380,6 +401,7 @@ pub async fn serve_with_listeners(
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health)
+            .add_service(SemanticCacheServer::new(svc.clone()))
             .add_service(ClassifierServer::new(svc))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc),

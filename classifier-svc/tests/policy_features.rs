@@ -119,7 +119,6 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
     assert_eq!(cfg.prompt_guard.threshold, Some(0.7));
     assert_eq!(cfg.classifier.pii_model.threshold, 0.7);
     for key in [
-        "semantic_cache",
         "tools",
         "vllm_endpoints",
         "api",
@@ -129,7 +128,7 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
         "classifier.category_model.model_id",
         "classifier.pii_model.pii_mapping_path",
         "model_config.qwen3.preferred_endpoints",
-        "categories[2].semantic_cache_enabled",
+        "semantic_cache.backend_type",
         "categories[9].model_scores[0].reasoning_description",
     ] {
         assert!(cfg.ignored_keys.iter().any(|k| k == key), "{key} not reported in {:?}", cfg.ignored_keys);

@@ -81,3 +81,47 @@ async fn real_model_routes_by_meaning() {
     let confidence: f32 = r.header("x-vsr-confidence").unwrap().parse().unwrap();
     assert!((0.0..=1.0).contains(&confidence));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn semantic_cache_answers_repeats_and_paraphrases_from_envoy() {
+    let grpc_port = free_port();
+    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar(grpc_port)).await.unwrap();
+    let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
+    let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
+    let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
+    let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
+    let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap();
+    let client = HttpClient::default();
+    let backend = || primary_sim.count() + secondary_sim.count();
+    let ask = |prompt: &str, stream: bool| {
+        json!({"model": "MoM", "stream": stream, "messages": [{"role": "user", "content": prompt}]}).to_string()
+    };
+    let url = envoy.url("/v1/chat/completions");
+    let tenant = |t: &'static str| [("x-tenant-id", t)];
+
+    let first = client.post(&url, ask("Which treaty ended the Thirty Years' War?", false), &tenant("acme")).await.unwrap();
+    assert_eq!((first.status, first.header("x-vsr-cache-hit")), (200, None));
+    assert_eq!(backend(), 1);
+    // The answer is stored asynchronously after the response.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let repeat = client.post(&url, ask("Which treaty ended the Thirty Years' War?", false), &tenant("acme")).await.unwrap();
+    assert_eq!(repeat.header("x-vsr-cache-hit"), Some("true"), "{:?}", repeat.headers);
+    assert_eq!(repeat.body, first.body, "served the stored answer");
+    let paraphrase = client.post(&url, ask("Which treaty ended the Thirty Years War?", false), &tenant("acme")).await.unwrap();
+    assert_eq!(paraphrase.header("x-vsr-cache-hit"), Some("true"));
+    let streamed = client.post(&url, ask("Which treaty ended the Thirty Years' War?", true), &tenant("acme")).await.unwrap();
+    assert_eq!(streamed.header("content-type"), Some("text/event-stream"));
+    assert!(streamed.text().ends_with("data: [DONE]\n\n"));
+    assert_eq!(backend(), 1, "hits never reach a backend");
+
+    let other_tenant = client.post(&url, ask("Which treaty ended the Thirty Years' War?", false), &tenant("globex")).await.unwrap();
+    assert_eq!(other_tenant.header("x-vsr-cache-hit"), None, "tenants never share answers");
+    let unrelated = client.post(&url, ask("How do I bake sourdough bread?", false), &tenant("acme")).await.unwrap();
+    assert_eq!(unrelated.header("x-vsr-cache-hit"), None);
+    let skip = [("x-tenant-id", "acme"), ("x-vsr-skip-cache", "true")];
+    let skipped = client.post(&url, ask("Which treaty ended the Thirty Years' War?", false), &skip).await.unwrap();
+    assert_eq!(skipped.header("x-vsr-cache-hit"), None, "the client opted out");
+    assert_eq!(backend(), 4);
+    assert_eq!(envoy.counter("semantic_router.cache.hits"), 3);
+}
