@@ -343,3 +343,24 @@ async fn wait_for_stores(s: &Stack, n: usize) -> Vec<router_proto::v1::StoreRequ
     }
     panic!("expected {n} stores, got {}\n{}", s.classifier.stores().len(), s.envoy.log_tail());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_usage_is_counted_per_model_without_holding_streams() {
+    let s = stack(DEFAULT_CONFIG).await;
+    let r = s.chat("MoM", "What is the integral of x^2?").await;
+    let usage = r.json()["usage"].clone();
+    let body = json!({"model": "qwen3-8b", "stream": true, "messages": [{"role": "user", "content": "hello there"}]});
+    let streamed = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert!(streamed.text().ends_with("data: [DONE]\n\n"));
+    let r2 = s.chat("qwen3-8b", "one two three four").await;
+    assert_eq!(
+        s.envoy.counter("semantic_router.tokens.prompt.deepseek-r1-math"),
+        usage["prompt_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        s.envoy.counter("semantic_router.tokens.completion.deepseek-r1-math"),
+        usage["completion_tokens"].as_u64().unwrap()
+    );
+    // The simulator's streams carry no usage chunk, so only the JSON answer counts for qwen3-8b.
+    assert_eq!(s.envoy.counter("semantic_router.tokens.prompt.qwen3-8b"), r2.json()["usage"]["prompt_tokens"].as_u64().unwrap());
+}

@@ -8,6 +8,7 @@ use crate::metrics::{Counter, FallbackReason};
 use crate::openai::{self, ApiError, Endpoint, PromptRequest};
 use prost::Message;
 use crate::sse;
+use crate::usage::UsageScanner;
 use router_proto::v1::{ClassifyRequest, ClassifyResponse, Decision, RequestTraits, StoreRequest, Turn};
 use std::rc::Rc;
 use std::time::Duration;
@@ -42,6 +43,9 @@ pub struct RequestFilter {
     skip_cache: bool,
     /// Set when the sidecar wants this request's answer for the semantic cache.
     cache_store: Option<CacheCapture>,
+    /// The model this request was sent to (for token-usage metrics).
+    routed_model: Option<String>,
+    usage: Option<UsageScanner>,
 }
 
 /// Copy of a response on its way to the client, for the semantic cache.
@@ -54,7 +58,15 @@ struct CacheCapture {
 
 impl RequestFilter {
     pub fn new(config: Rc<FilterConfig>) -> Self {
-        Self { config, state: State::Passthrough, decision_headers: Vec::new(), skip_cache: false, cache_store: None }
+        Self {
+            config,
+            state: State::Passthrough,
+            decision_headers: Vec::new(),
+            skip_cache: false,
+            cache_store: None,
+            routed_model: None,
+            usage: None,
+        }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
@@ -171,27 +183,42 @@ impl RequestFilter {
                 host.add_response_header(name, value);
             }
         }
+        let ok = host.response_header(":status").as_deref() == Some("200");
+        let sse = host.response_header("content-type").is_some_and(|t| t.contains("text/event-stream"));
         if let Some(capture) = &mut self.cache_store {
             // Only successful answers are stored; errors and partial streams never are.
-            if host.response_header(":status").as_deref() == Some("200") {
-                capture.sse = host.response_header("content-type").is_some_and(|t| t.contains("text/event-stream"));
+            if ok {
+                capture.sse = sse;
                 capture.body = Some(Vec::new());
             } else {
                 self.cache_store = None;
             }
+        }
+        if ok && self.routed_model.is_some() {
+            self.usage = Some(UsageScanner::new(sse));
         }
         Flow::Continue
     }
 
     /// Copies the response for the semantic cache without delaying it.
     pub fn on_response_body(&mut self, host: &mut impl Host, chunk_size: usize, end_of_stream: bool) -> Flow {
-        let Some(capture) = &mut self.cache_store else { return Flow::Continue };
-        let Some(body) = &mut capture.body else { return Flow::Continue };
-        if chunk_size > 0 {
-            if let Some(chunk) = host.response_body(chunk_size) {
-                body.extend_from_slice(&chunk);
+        let capturing = self.cache_store.as_ref().is_some_and(|c| c.body.is_some());
+        if !capturing && self.usage.is_none() {
+            return Flow::Continue;
+        }
+        let chunk = if chunk_size > 0 { host.response_body(chunk_size).unwrap_or_default() } else { Vec::new() };
+        if let Some(scanner) = &mut self.usage {
+            scanner.push(&chunk);
+            if end_of_stream {
+                let found = self.usage.take().and_then(UsageScanner::finish);
+                if let (Some(u), Some(model)) = (found, &self.routed_model) {
+                    host.record_usage(model, u.prompt_tokens, u.completion_tokens);
+                }
             }
         }
+        let Some(capture) = &mut self.cache_store else { return Flow::Continue };
+        let Some(body) = &mut capture.body else { return Flow::Continue };
+        body.extend_from_slice(&chunk);
         if body.len() > self.config.cache_max_body_bytes {
             self.cache_store = None;
             return Flow::Continue;
@@ -359,6 +386,11 @@ impl RequestFilter {
     }
 
     fn apply_headers(&mut self, host: &mut impl Host) {
+        self.routed_model = self
+            .decision_headers
+            .iter()
+            .find(|(n, _)| *n == self.config.selected_model_header)
+            .map(|(_, v)| v.clone());
         for (name, value) in &self.decision_headers {
             host.set_request_header(name, value);
         }

@@ -39,4 +39,6 @@ pub trait Host {
     fn log(&self, level: LogLevel, message: &str);
     fn count(&self, counter: Counter);
     fn record_callout_latency(&self, micros: u64);
+    /// Adds a response's token usage to the per-model counters.
+    fn record_usage(&self, model: &str, prompt_tokens: u64, completion_tokens: u64);
 }

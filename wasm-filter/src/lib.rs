@@ -11,6 +11,7 @@ pub mod json_edit;
 pub mod metrics;
 pub mod openai;
 pub mod sse;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

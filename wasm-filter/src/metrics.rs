@@ -102,3 +102,6 @@ impl Counter {
 }
 
 pub const CALLOUT_LATENCY_HISTOGRAM: &str = "semantic_router.callout_latency_us";
+
+/// Token counters per model: `<prefix>.prompt.<model>` and `<prefix>.completion.<model>`.
+pub const TOKENS_PREFIX: &str = "semantic_router.tokens";

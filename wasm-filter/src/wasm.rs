@@ -24,6 +24,8 @@ proxy_wasm::main! {{
 thread_local! {
     static COUNTERS: RefCell<HashMap<Counter, u32>> = RefCell::new(HashMap::new());
     static LATENCY_HISTOGRAM: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Per-model token counters (prompt, completion), defined on first use.
+    static TOKEN_COUNTERS: RefCell<HashMap<String, (u32, u32)>> = RefCell::new(HashMap::new());
     /// Whether the classifier cluster exists. The SDK aborts the VM when `proxy_grpc_call`
     /// answers BadArgument (Envoy's answer for an unknown cluster), so requests only dispatch
     /// once a probe has seen the cluster; until then they fall back.
@@ -306,6 +308,28 @@ impl Host for WasmHost {
     fn count(&self, counter: Counter) {
         if let Some(id) = COUNTERS.with(|c| c.borrow().get(&counter).copied()) {
             let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn record_usage(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) {
+        let ids = TOKEN_COUNTERS.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(ids) = t.get(model) {
+                return Some(*ids);
+            }
+            let name: String = model
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .collect();
+            let prompt = hostcalls::define_metric(MetricType::Counter, &format!("{}.prompt.{name}", crate::metrics::TOKENS_PREFIX)).ok()?;
+            let completion =
+                hostcalls::define_metric(MetricType::Counter, &format!("{}.completion.{name}", crate::metrics::TOKENS_PREFIX)).ok()?;
+            t.insert(model.to_string(), (prompt, completion));
+            Some((prompt, completion))
+        });
+        if let Some((prompt, completion)) = ids {
+            let _ = hostcalls::increment_metric(prompt, prompt_tokens as i64);
+            let _ = hostcalls::increment_metric(completion, completion_tokens as i64);
         }
     }
 

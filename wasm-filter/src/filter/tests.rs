@@ -19,6 +19,7 @@ struct RecordingHost {
     counters: RefCell<Vec<Counter>>,
     response_chunk: Vec<u8>,
     stored: Vec<Vec<u8>>,
+    usage: RefCell<Vec<(String, u64, u64)>>,
 }
 
 impl RecordingHost {
@@ -110,6 +111,9 @@ impl Host for RecordingHost {
         self.counters.borrow_mut().push(counter);
     }
     fn record_callout_latency(&self, _micros: u64) {}
+    fn record_usage(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) {
+        self.usage.borrow_mut().push((model.into(), prompt_tokens, completion_tokens));
+    }
 }
 
 fn config(extra: &str) -> Rc<FilterConfig> {
@@ -554,4 +558,21 @@ mod semantic_cache {
         assert_eq!(body["choices"][0]["message"]["content"], "4");
         assert!(stored_after("200", "text/event-stream", &[x]).is_empty(), "partial stream");
     }
+}
+
+#[test]
+fn token_usage_is_counted_per_selected_model() {
+    let body = r#"{"model":"premium","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut host = RecordingHost::request("/v1/chat/completions", body);
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    filter.on_response_headers(&mut host);
+    let response = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}"#;
+    let (a, b) = response.split_at(30);
+    for (chunk, end) in [(a, false), (b, true)] {
+        host.response_chunk = chunk.to_vec();
+        filter.on_response_body(&mut host, chunk.len(), end);
+    }
+    assert_eq!(host.usage.borrow().clone(), vec![("premium".to_string(), 3, 9)]);
 }
