@@ -164,7 +164,11 @@ pub struct ClassifierConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct CategoryModelConfig {
-    /// Minimum cosine similarity for a category to win.
+    /// A trained category head (`router-train train-category`); when it exists, its probabilities
+    /// are the category scores. Without it, categories are matched by embedding similarity.
+    pub model_id: Option<PathBuf>,
+    /// Minimum score for a category to win: the head's probability when a head is configured,
+    /// else the cosine similarity.
     pub threshold: f32,
     /// How a category's examples are compared with the prompt.
     pub matching: Matching,
@@ -175,6 +179,7 @@ pub struct CategoryModelConfig {
 impl Default for CategoryModelConfig {
     fn default() -> Self {
         Self {
+            model_id: None,
             threshold: 0.3,
             matching: Matching::Centroid,
             context_weight: 0.3,

@@ -11,6 +11,7 @@
 pub mod batcher;
 pub mod bench;
 pub mod cache;
+pub mod category_head;
 pub mod config;
 #[cfg(feature = "cuda")]
 pub mod gpu;

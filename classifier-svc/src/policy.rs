@@ -90,6 +90,9 @@ pub struct Signals {
     pub jailbreak: Option<GuardScore>,
     /// PII detections (type, confidence) over the prompt and its context.
     pub pii: Vec<(&'static str, f32)>,
+    /// The category head's (label, probability) pairs; when present they are the category
+    /// scores instead of embedding similarity.
+    pub category_probabilities: Option<Vec<(String, f32)>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,6 +219,24 @@ impl Router {
         s
     }
 
+    /// Category scores from a head's label probabilities, best first. Labels are matched to
+    /// category names case-insensitively (`computer science` = `computer_science`); categories
+    /// the head does not know score 0.
+    pub fn head_scores(&self, probs: &[(String, f32)]) -> Vec<(usize, f32)> {
+        let key = |s: &str| s.to_lowercase().replace(['_', '-'], " ");
+        let mut s: Vec<(usize, f32)> = self
+            .categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let p = probs.iter().find(|(l, _)| key(l) == key(&c.name)).map_or(0.0, |(_, p)| *p);
+                (i, p)
+            })
+            .collect();
+        s.sort_by(|a, b| b.1.total_cmp(&a.1));
+        s
+    }
+
     /// The routing decision for a prompt vector, without guard or PII signals.
     pub fn decide(&self, prompt: &[f32]) -> Decision {
         self.decide_with(prompt, &Signals::default())
@@ -256,7 +277,10 @@ impl Router {
 
     /// The full decision: category, guard verdict, PII policy, reasoning and system prompt.
     pub fn decide_with(&self, prompt: &[f32], signals: &Signals) -> Decision {
-        let scores = self.scores(prompt);
+        let scores = match &signals.category_probabilities {
+            Some(probs) => self.head_scores(probs),
+            None => self.scores(prompt),
+        };
         let top = scores.first().copied();
         let mut d = Decision {
             scores: scores

@@ -42,6 +42,8 @@ pub struct Engine {
     pub guard: Option<Arc<dyn JailbreakDetector>>,
     /// The semantic cache (consulted only while `semantic_cache.enabled`).
     pub cache: Arc<CacheLayer>,
+    /// `None`: categories are matched by embedding similarity.
+    pub category_head: Option<Arc<crate::category_head::CategoryHead>>,
     /// The config the policy was built from.
     pub config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
@@ -129,6 +131,7 @@ impl Engine {
             dim,
             guard,
             cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
+            category_head: crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(Arc::new),
             config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
@@ -220,6 +223,12 @@ impl Engine {
 
         let s = Instant::now();
         let prompt = router.prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
+        if let Some(head) = &self.category_head {
+            match head.probabilities(&prompt) {
+                Ok(p) => signals.category_probabilities = Some(p),
+                Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "category head failed; using similarity"),
+            }
+        }
         let mut d = router.decide_with(&prompt, &signals);
         stage("policy", s);
         let config = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();

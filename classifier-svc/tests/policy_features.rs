@@ -125,7 +125,6 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
         "observability",
         "bert_model.threshold",
         "prompt_guard.use_modernbert",
-        "classifier.category_model.model_id",
         "classifier.pii_model.pii_mapping_path",
         "model_config.qwen3.preferred_endpoints",
         "semantic_cache.backend_type",
@@ -252,7 +251,7 @@ fn system_prompt_modes() {
 fn jailbreak(p: f32) -> Signals {
     Signals {
         jailbreak: Some(GuardScore { label: "jailbreak".into(), probability: p, head_threshold: Some(0.3) }),
-        pii: vec![],
+        ..Default::default()
     }
 }
 
@@ -295,7 +294,7 @@ fn jailbreak_guard_blocks_at_the_threshold() {
 }
 
 fn pii(kinds: &[(&'static str, f32)]) -> Signals {
-    Signals { jailbreak: None, pii: kinds.to_vec() }
+    Signals { pii: kinds.to_vec(), ..Default::default() }
 }
 
 #[test]
@@ -629,4 +628,20 @@ fn json_logs_carry_span_fields() {
     assert_eq!(v["blocked"], false);
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["spans"], serde_json::json!(["classify"]));
+}
+
+#[test]
+fn category_head_probabilities_replace_similarity() {
+    let r = router(POLICY);
+    let by_similarity = r.decide_with(&unit(&MATH), &Signals::default());
+    assert_eq!(by_similarity.category, "math");
+    // The head says "code" (labels match names case-insensitively); its probabilities win.
+    let probs = vec![("MATH".to_string(), 0.2), ("Code".to_string(), 0.7), ("chat".to_string(), 0.1)];
+    let d = r.decide_with(&unit(&MATH), &Signals { category_probabilities: Some(probs), ..Default::default() });
+    assert_eq!((d.category.as_str(), d.selected_model.as_str()), ("code", "oss"));
+    assert!((d.confidence - 0.7).abs() < 1e-6);
+    // Below the threshold (0.5, a probability now): the default model.
+    let flat = vec![("math".to_string(), 0.4), ("code".to_string(), 0.35), ("chat".to_string(), 0.25)];
+    let d = r.decide_with(&unit(&MATH), &Signals { category_probabilities: Some(flat), ..Default::default() });
+    assert_eq!(d.selected_model, "general");
 }
