@@ -54,7 +54,7 @@ build: build-wasm
     cargo build --release -p router-tests --bins
 
 # Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, simulated backends (or BACKEND_URL=http://host:port).
-run: setup build
+run: setup build heads
     ./target/release/local-stack
 
 # Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
@@ -111,3 +111,16 @@ train: data
 # Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md.
 eval: train
     cargo run --release -p router-train -- eval
+
+# The trained category and jailbreak heads, trained once (first run: data download, ~10–15 min of
+# embedding on 2 cores); later runs reuse them. Without them the router matches categories by
+# embedding similarity and the jailbreak guard reports "not configured".
+heads:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f models/category-head/config.json ] && [ -f models/jailbreak-head/config.json ]; then
+        echo "heads: models/category-head and models/jailbreak-head present"
+    else
+        echo "heads: training the routing heads from PyPI-shipped data (first run only)"
+        just train
+    fi
