@@ -49,6 +49,18 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     pub cache_evictions: IntGauge,
     pub cache_stores: IntCounter,
+    /// The same events under vLLM Semantic Router's metric names, so its dashboards work.
+    pub vsr: VsrMetrics,
+}
+
+/// vLLM Semantic Router's metric names (and label names) for the events it also has.
+pub struct VsrMetrics {
+    pub category_classifications: IntCounterVec,
+    pub classifier_latency: HistogramVec,
+    pub routing_latency: Histogram,
+    pub request_errors: IntCounterVec,
+    pub pii_violations: IntCounterVec,
+    pub reasoning_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -113,8 +125,34 @@ impl Metrics {
         let cache_entries = IntGauge::new("llm_cache_entries", "Answers in the semantic cache").unwrap();
         let cache_evictions = IntGauge::new("llm_cache_evictions_total", "Answers evicted because the cache was full").unwrap();
         let cache_stores = IntCounter::new("llm_cache_stores_total", "Answers stored in the semantic cache").unwrap();
+        let latency_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let vsr = VsrMetrics {
+            category_classifications: counter("llm_category_classifications_count", "Classifications by category", &["category"]),
+            classifier_latency: HistogramVec::new(
+                HistogramOpts::new("llm_classifier_latency_seconds", "Classifier latency").buckets(latency_buckets.clone()),
+                &["classifier"],
+            )
+            .unwrap(),
+            routing_latency: Histogram::with_opts(
+                HistogramOpts::new("llm_model_routing_latency_seconds", "Time to make a routing decision").buckets(latency_buckets),
+            )
+            .unwrap(),
+            request_errors: counter("llm_request_errors_total", "Requests refused by the router", &["model", "reason"]),
+            pii_violations: counter("llm_pii_violations_total", "Requests refused by a PII policy", &["model"]),
+            reasoning_decisions: counter(
+                "llm_reasoning_decisions_total",
+                "Reasoning decisions",
+                &["category", "model", "enabled", "effort"],
+            ),
+        };
         for c in [
-            Box::new(cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(vsr.category_classifications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(vsr.classifier_latency.clone()),
+            Box::new(vsr.routing_latency.clone()),
+            Box::new(vsr.request_errors.clone()),
+            Box::new(vsr.pii_violations.clone()),
+            Box::new(vsr.reasoning_decisions.clone()),
+            Box::new(cache_hits.clone()),
             Box::new(cache_misses.clone()),
             Box::new(cache_lookup_seconds.clone()),
             Box::new(cache_entries.clone()),
@@ -159,6 +197,7 @@ impl Metrics {
             cache_entries,
             cache_evictions,
             cache_stores,
+            vsr,
         }
     }
 
@@ -178,6 +217,25 @@ impl Metrics {
         self.decisions
             .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
             .inc();
+        let seconds = d.processing_micros as f64 / 1e6;
+        let category = if d.category.is_empty() { "unknown" } else { d.category.as_str() };
+        self.vsr.category_classifications.with_label_values(&[category]).inc();
+        self.vsr.classifier_latency.with_label_values(&["category"]).observe(seconds);
+        self.vsr.routing_latency.observe(seconds);
+        if let Some(b) = &d.block {
+            let reason = if b.code == CODE_JAILBREAK { "jailbreak_block" } else if b.code == CODE_PII { "pii_policy_denied" } else { "blocked" };
+            self.vsr.request_errors.with_label_values(&[d.selected_model.as_str(), reason]).inc();
+            if b.code == CODE_PII {
+                self.vsr.pii_violations.with_label_values(&[d.selected_model.as_str()]).inc();
+            }
+        }
+        if let Some(r) = &d.reasoning {
+            let effort = if r.effort.is_empty() { "" } else { r.effort.as_str() };
+            self.vsr
+                .reasoning_decisions
+                .with_label_values(&[category, d.selected_model.as_str(), if r.enabled { "true" } else { "false" }, effort])
+                .inc();
+        }
         for t in pii_types {
             self.pii_detections.with_label_values(&[t]).inc();
         }
@@ -256,5 +314,43 @@ pub async fn serve_metrics(listener: TcpListener, metrics: std::sync::Arc<Metric
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+#[cfg(test)]
+mod vsr_names {
+    use super::Metrics;
+    use router_proto::v1::{Block, Decision, Reasoning};
+
+    #[test]
+    fn decisions_also_count_under_vllm_semantic_router_names() {
+        let m = Metrics::new();
+        m.observe_decision(
+            &Decision {
+                category: "math".into(),
+                selected_model: "m".into(),
+                processing_micros: 2_000,
+                reasoning: Some(Reasoning { enabled: true, chat_template_kwarg: "thinking".into(), effort: String::new() }),
+                ..Default::default()
+            },
+            &[],
+        );
+        m.observe_decision(
+            &Decision {
+                selected_model: "m".into(),
+                block: Some(Block { status: 400, code: crate::policy::CODE_JAILBREAK.into(), ..Default::default() }),
+                ..Default::default()
+            },
+            &[],
+        );
+        let text = m.render();
+        for line in [
+            r#"llm_category_classifications_count{category="math"} 1"#,
+            r#"llm_reasoning_decisions_total{category="math",effort="",enabled="true",model="m"} 1"#,
+            r#"llm_request_errors_total{model="m",reason="jailbreak_block"} 1"#,
+            "llm_model_routing_latency_seconds_count 2",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
     }
 }
