@@ -40,6 +40,12 @@ pub struct FilterConfig {
     pub tenant_header: String,
     /// Largest response the filter copies back to the semantic cache.
     pub cache_max_body_bytes: usize,
+    /// Honour `x-vsr-skip-processing: true` (auto-routed requests go to `default_model`
+    /// without classification). Off by default: it lets clients bypass the guards.
+    pub allow_skip_processing: bool,
+    /// Honour `x-vsr-debug: true` (category scores and timings as response headers). Off by
+    /// default: it reveals the routing policy.
+    pub allow_debug: bool,
 }
 
 impl Default for FilterConfig {
@@ -62,6 +68,8 @@ impl Default for FilterConfig {
             response_headers: true,
             tenant_header: "x-tenant-id".into(),
             cache_max_body_bytes: 1024 * 1024,
+            allow_skip_processing: false,
+            allow_debug: false,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct RequestFilter {
     decision_headers: Vec<(String, String)>,
     /// The client asked to bypass the semantic cache.
     skip_cache: bool,
+    /// Honoured `x-vsr-skip-processing` / `x-vsr-debug` (only when the config allows them).
+    skip_processing: bool,
+    debug: bool,
     /// Set when the sidecar wants this request's answer for the semantic cache.
     cache_store: Option<CacheCapture>,
     /// The model this request was sent to (for token-usage metrics).
@@ -63,6 +66,8 @@ impl RequestFilter {
             state: State::Passthrough,
             decision_headers: Vec::new(),
             skip_cache: false,
+            skip_processing: false,
+            debug: false,
             cache_store: None,
             routed_model: None,
             usage: None,
@@ -72,8 +77,13 @@ impl RequestFilter {
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
         // A client must never pick its own route by header; it may only opt out of the cache.
         for (name, value) in host.request_headers() {
+            let on = matches!(value.trim(), "true" | "1");
             if name.eq_ignore_ascii_case(&self.config.header("skip-cache")) {
-                self.skip_cache |= matches!(value.trim(), "true" | "1");
+                self.skip_cache |= on;
+            } else if name.eq_ignore_ascii_case(&self.config.header("skip-processing")) {
+                self.skip_processing |= on && self.config.allow_skip_processing;
+            } else if name.eq_ignore_ascii_case(&self.config.header("debug")) {
+                self.debug |= on && self.config.allow_debug;
             }
             if self.config.is_reserved_header(&name) {
                 host.remove_request_header(&name);
@@ -123,6 +133,17 @@ impl RequestFilter {
         }
         if request.text.trim().is_empty() && request.context.is_empty() {
             return self.fall_back(host, body, FallbackReason::NoPrompt);
+        }
+        if self.skip_processing {
+            let model = self.config.default_model.clone();
+            self.decision_headers = vec![
+                (self.config.selected_model_header.clone(), header_value(&model)),
+                (self.config.header("selected-model"), header_value(&model)),
+                (self.config.header("skipped"), "true".into()),
+            ];
+            self.replace_body(host, &with_model(&body, &model));
+            self.apply_headers(host);
+            return Flow::Continue;
         }
 
         let message = self.classify_request(host, &request).encode_to_vec();
@@ -345,6 +366,15 @@ impl RequestFilter {
         ];
         if !decision.reason.is_empty() {
             headers.push((c.header("selected-reason"), header_value(&decision.reason)));
+        }
+        if self.debug {
+            let scores: Vec<String> =
+                decision.scores.iter().take(5).map(|s| format!("{}={:.3}", s.category, s.score)).collect();
+            headers.push((c.header("debug-scores"), header_value(&scores.join(","))));
+            headers.push((c.header("debug-processing-us"), decision.processing_micros.to_string()));
+            if let Some(j) = &decision.jailbreak {
+                headers.push((c.header("debug-jailbreak"), format!("{}={:.3}", header_value(&j.label), j.confidence)));
+            }
         }
         for h in &decision.headers {
             let name = h.name.to_ascii_lowercase();

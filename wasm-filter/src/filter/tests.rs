@@ -576,3 +576,41 @@ fn token_usage_is_counted_per_selected_model() {
     }
     assert_eq!(host.usage.borrow().clone(), vec![("premium".to_string(), 3, 9)]);
 }
+
+#[test]
+fn skip_processing_and_debug_only_when_allowed() {
+    for allowed in [false, true] {
+        let extra = if allowed { r#","allow_skip_processing":true,"allow_debug":true"# } else { "" };
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.request_headers.push(("x-vsr-skip-processing".into(), "true".into()));
+        let mut filter = RequestFilter::new(config(extra));
+        let (_, flow) = send(&mut filter, &mut host);
+        if allowed {
+            assert_eq!(flow, Flow::Continue);
+            assert!(host.dispatched.is_empty());
+            assert_eq!(host.header("x-vsr-skipped"), Some("true"));
+            assert_eq!(host.body_json()["model"], "fallback-model");
+        } else {
+            assert_eq!(flow, Flow::Pause, "ignored: classified as usual");
+            assert_eq!(host.dispatched.len(), 1);
+        }
+
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.request_headers.push(("x-vsr-debug".into(), "true".into()));
+        let mut filter = RequestFilter::new(config(extra));
+        send(&mut filter, &mut host);
+        host.grpc_reply = Some(reply(Decision {
+            selected_model: "m".into(),
+            category: "math".into(),
+            scores: vec![CategoryScore { category: "math".into(), score: 0.9 }, CategoryScore { category: "physics".into(), score: 0.05 }],
+            processing_micros: 1234,
+            ..Default::default()
+        }));
+        filter.on_classify_response(&mut host, 7, 0, 1);
+        assert_eq!(host.header("x-vsr-debug-scores").is_some(), allowed);
+        if allowed {
+            assert_eq!(host.header("x-vsr-debug-scores"), Some("math=0.900,physics=0.050"));
+            assert_eq!(host.header("x-vsr-debug-processing-us"), Some("1234"));
+        }
+    }
+}
