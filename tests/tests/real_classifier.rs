@@ -18,14 +18,18 @@ impl Drop for Sidecar {
     }
 }
 
-/// Starts the sidecar and waits for its SERVING log line.
+/// Starts the sidecar with the shipped policy and waits for its SERVING log line.
 fn start_sidecar(grpc_port: u16) -> Sidecar {
+    start_sidecar_with(grpc_port, "classifier-svc/config/router.yaml")
+}
+
+fn start_sidecar_with(grpc_port: u16, config: &str) -> Sidecar {
     let root = repo_root();
     let bin = root.join("target/release/classifier-svc");
     assert!(bin.exists(), "{} missing: run `cargo build --release -p classifier-svc` (just test does)", bin.display());
     let mut child = Command::new(&bin)
         .current_dir(&root)
-        .args(["serve", "--config", "classifier-svc/config/router.yaml"])
+        .args(["serve", "--config", config])
         .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
         .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", "info")
@@ -124,4 +128,78 @@ async fn semantic_cache_answers_repeats_and_paraphrases_from_envoy() {
     assert_eq!(skipped.header("x-vsr-cache-hit"), None, "the client opted out");
     assert_eq!(backend(), 4);
     assert_eq!(envoy.counter("semantic_router.cache.hits"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pii_policy_reroutes_and_hot_reload_keeps_serving_under_load() {
+    // The shipped policy, reloaded every second from a copy this test edits.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("router.yaml");
+    let shipped = std::fs::read_to_string(repo_root().join("classifier-svc/config/router.yaml")).unwrap();
+    let fast_reload = shipped.replacen("config_reload_seconds: 5", "config_reload_seconds: 1", 1);
+    assert_ne!(fast_reload, shipped, "the shipped config sets config_reload_seconds: 5");
+    std::fs::write(&config_path, &fast_reload).unwrap();
+    let grpc_port = free_port();
+    let path = config_path.display().to_string();
+    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar_with(grpc_port, &path)).await.unwrap();
+    let (primary, _) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
+    let (secondary, _) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
+    let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
+    let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
+    let envoy = std::sync::Arc::new(tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap());
+    let client = HttpClient::default();
+    let ask = |prompt: &str| json!({"model": "MoM", "messages": [{"role": "user", "content": prompt}]}).to_string();
+    let url = envoy.url("/v1/chat/completions");
+    let skip = [("x-vsr-skip-cache", "true")];
+
+    // PII: the math model may only see e-mail addresses; a card number moves the request on.
+    let r = client.post(&url, ask("What is the integral of x^2 from 0 to 3?"), &skip).await.unwrap();
+    assert_eq!(r.json()["model"], "deepseek-r1-math");
+    let r = client
+        .post(&url, ask("What is the integral of x^2 from 0 to 3? My card is 4111 1111 1111 1111."), &skip)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], "qwen3-8b", "{:?}", r.headers);
+    assert!(r.header("x-vsr-pii-types").unwrap_or_default().contains("CREDIT_CARD"), "{:?}", r.headers);
+
+    // Hot reload under load: math moves to qwen3-8b; a broken edit in between changes nothing.
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, url, running) = (client.clone(), url.clone(), running.clone());
+        let body = ask("Solve the equation 3x + 5 = 20");
+        workers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.post(&url, body.clone(), &[("x-vsr-skip-cache", "true")]).await.expect("answered");
+                statuses.push(r.status);
+            }
+            statuses
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(&config_path, fast_reload.replace("default_model: qwen3-8b", "default_model: [broken")).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = client.post(&url, ask("What is the integral of x^2 from 0 to 3?"), &skip).await.unwrap();
+    assert_eq!(r.json()["model"], "deepseek-r1-math", "a bad file leaves the old policy serving");
+    std::fs::write(&config_path, fast_reload.replace("model: deepseek-r1-math", "model: qwen3-8b")).unwrap();
+    let mut moved = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = client.post(&url, ask("What is the integral of x^2 from 0 to 3?"), &skip).await.unwrap();
+        if r.json()["model"] == "qwen3-8b" && r.header("x-vsr-selected-category") == Some("math") {
+            moved = true;
+            break;
+        }
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for w in workers {
+        let statuses = w.await.unwrap();
+        total += statuses.len();
+        assert!(statuses.iter().all(|s| *s == 200), "every request answered 200 through the reloads");
+    }
+    assert!(moved, "the new policy took effect without a restart");
+    println!("hot reload under load: {total} requests, all 200");
 }
