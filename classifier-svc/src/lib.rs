@@ -13,7 +13,6 @@ pub mod bench;
 pub mod cache;
 pub mod category_head;
 pub mod config;
-#[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod guard;
 pub mod logging;

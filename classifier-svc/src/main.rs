@@ -68,11 +68,12 @@ enum Command {
         /// The prompt.
         text: String,
     },
-    /// Measure latency (p50/p99) and throughput at batch sizes 1, 8, 32 on the embedding model.
+    /// Measure the embedding model: single-text latency (p50/p99), then throughput per batch
+    /// size (at a fixed sequence length with --seq, the GPU comparison setting).
     Bench {
         #[command(flatten)]
         common: Common,
-        /// Runs for the latency measurement.
+        /// Runs for the latency measurement (0 skips it).
         #[arg(long, default_value_t = 200)]
         runs: usize,
         /// Seconds per batch size for the throughput measurement.
@@ -81,7 +82,50 @@ enum Command {
         /// Prompt to measure (default: a ~64-token prompt).
         #[arg(long)]
         text: Option<String>,
+        /// Batch sizes for the throughput measurement.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batches: Vec<usize>,
+        /// Fixed sequence length: every text is cut to exactly this many tokens (real prompts,
+        /// no padding), and the first pass at each shape is reported apart.
+        #[arg(long)]
+        seq: Option<usize>,
+        /// Float precision of the model (f16/bf16 need --device cuda).
+        #[arg(long, default_value = "f32")]
+        dtype: Precision,
     },
+    /// Open-loop load against a running server: finds the maximum throughput with a closed
+    /// loop, then sends Classify at fixed rates (fractions of that maximum, or --rates) with
+    /// real prompts of mixed lengths; one JSON line per run.
+    Loadgen {
+        /// Server address.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent requests of the closed-loop (maximum throughput) run.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Open-loop rates as fractions of the measured maximum.
+        #[arg(long, value_delimiter = ',', default_value = "0.5")]
+        fractions: Vec<f64>,
+        /// Open-loop rates in requests/s (skips the closed-loop run).
+        #[arg(long, value_delimiter = ',')]
+        rates: Vec<f64>,
+        /// HTTP/2 connections the requests are spread over.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Seconds to wait for the server to answer.
+        #[arg(long, default_value_t = 300.0)]
+        wait: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
 }
 
 #[tokio::main]
@@ -131,24 +175,95 @@ async fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(())
         }
-        Command::Bench { common, runs, seconds, text } => {
+        Command::Bench { common, runs, seconds, text, batches, seq, dtype } => {
             let cfg = common.load()?;
-            if cfg.bert_model.device != Device::Cpu {
-                anyhow::bail!("bench measures the CPU backend; use --device cpu");
+            let args = BenchArgs { runs, seconds, text, batches, seq, dtype };
+            match cfg.bert_model.device {
+                Device::Cpu if dtype != Precision::F32 => {
+                    anyhow::bail!("--dtype {dtype:?} needs --device cuda (the CPU backend runs f32)")
+                }
+                Device::Cpu => run_bench::<CpuBackend>(&cfg, &args, Default::default()),
+                #[cfg(feature = "cuda")]
+                Device::Cuda => {
+                    classifier_svc::gpu::probe()?;
+                    classifier_svc::gpu::configure_cubecl();
+                    type B = burn::backend::Cuda;
+                    let device = burn::backend::cuda::CudaDevice::default();
+                    let float = match dtype {
+                        Precision::F32 => burn::tensor::DType::F32,
+                        Precision::F16 => burn::tensor::DType::F16,
+                        Precision::Bf16 => burn::tensor::DType::BF16,
+                    };
+                    burn::tensor::set_default_dtypes::<B>(&device, float, burn::tensor::DType::I32)
+                        .map_err(|e| anyhow::anyhow!("setting the float type: {e:?}"))?;
+                    run_bench::<B>(&cfg, &args, device)
+                }
+                #[cfg(not(feature = "cuda"))]
+                Device::Cuda => anyhow::bail!("this binary was built without the `cuda` feature"),
             }
-            let opts = LoadOptions {
-                max_len: Some(cfg.bert_model.max_seq_len),
-                task: Some(Task::Embedding),
+        }
+        Command::Loadgen { addr, seconds, concurrency, fractions, rates, connections, wait } => {
+            use classifier_svc::bench::load;
+            let prompts = bench::prompts();
+            let mut clients = load::connect(&addr, connections).await?;
+            load::wait_ready(&mut clients[0], Duration::from_secs_f64(wait)).await?;
+            let dur = Duration::from_secs_f64(seconds);
+            // A short warm-up so connection set-up is not measured.
+            load::closed_loop(&clients, &prompts, concurrency.min(32), Duration::from_secs(1)).await?;
+            let rates = if rates.is_empty() {
+                let max = load::closed_loop(&clients, &prompts, concurrency, dur).await?;
+                println!("{}", serde_json::to_string(&max)?);
+                fractions.iter().map(|f| f * max.throughput_rps).collect()
+            } else {
+                rates
             };
-            let model = Model::<CpuBackend>::load(&cfg.bert_model.model_id, &opts, &Default::default())?;
-            let text = text.unwrap_or_else(|| bench::PROMPT_64.to_string());
-            let lat = bench::latency(&model, &text, runs)?;
-            println!("{}", serde_json::to_string(&serde_json::json!({"latency": lat}))?);
-            for b in [1, 8, 32] {
-                let t = bench::throughput(&model, &text, b, Duration::from_secs_f64(seconds))?;
-                println!("{}", serde_json::to_string(&serde_json::json!({"throughput": t}))?);
+            for rps in rates {
+                let r = load::open_loop(&clients, &prompts, rps, dur).await?;
+                println!("{}", serde_json::to_string(&r)?);
             }
             Ok(())
         }
     }
+}
+
+struct BenchArgs {
+    runs: usize,
+    seconds: f64,
+    text: Option<String>,
+    batches: Vec<usize>,
+    seq: Option<usize>,
+    dtype: Precision,
+}
+
+fn run_bench<B: burn::tensor::backend::Backend>(cfg: &Config, a: &BenchArgs, device: B::Device) -> Result<()> {
+    let opts = LoadOptions {
+        max_len: Some(cfg.bert_model.max_seq_len),
+        task: Some(Task::Embedding),
+    };
+    let t = std::time::Instant::now();
+    let model = Model::<B>::load(&cfg.bert_model.model_id, &opts, &device)?;
+    let tag = serde_json::json!({"device": format!("{:?}", cfg.bert_model.device).to_lowercase(), "dtype": format!("{:?}", a.dtype).to_lowercase()});
+    println!("{}", serde_json::json!({"load_ms": t.elapsed().as_secs_f64() * 1e3, "run": tag}));
+    let budget = Duration::from_secs_f64(a.seconds);
+    match a.seq {
+        Some(seq) => {
+            for &b in &a.batches {
+                let r = bench::fixed_shape(&model, b, seq, budget)?;
+                println!("{}", serde_json::json!({"shape": r, "run": tag}));
+            }
+        }
+        None => {
+            let text = a.text.clone().unwrap_or_else(|| bench::PROMPT_64.to_string());
+            for &b in &a.batches {
+                let t = bench::throughput(&model, &text, b, budget)?;
+                println!("{}", serde_json::json!({"throughput": t, "run": tag}));
+            }
+        }
+    }
+    if a.runs > 0 {
+        let text = a.text.clone().unwrap_or_else(|| bench::PROMPT_64.to_string());
+        let lat = bench::latency(&model, &text, a.runs)?;
+        println!("{}", serde_json::json!({"latency": lat, "run": tag}));
+    }
+    Ok(())
 }

@@ -57,6 +57,7 @@ impl Engine {
             Device::Cpu => Self::build_on::<crate::CpuBackend>(config, Default::default(), metrics),
             #[cfg(feature = "cuda")]
             Device::Cuda => {
+                crate::gpu::probe()?;
                 crate::gpu::configure_cubecl();
                 Self::build_on::<burn::backend::Cuda>(config, Default::default(), metrics)
             }
@@ -102,17 +103,17 @@ impl Engine {
             .map(|g| Arc::new(g) as Arc<dyn JailbreakDetector>);
         metrics.guard_configured.set(guard.is_some() as i64);
 
-        // Warm the shape buckets on GPU backends (kernels are compiled and autotuned per
-        // shape); the CPU backend has nothing to warm.
-        if config.bert_model.device != Device::Cpu {
+        // Warm every (batch, sequence) bucket on GPU backends (kernels are compiled per
+        // shape); the CPU backend has nothing to warm and pads nothing.
+        let batch_buckets = if config.bert_model.device != Device::Cpu {
+            crate::gpu::batch_buckets(config.batching.max_batch_size)
+        } else {
+            Vec::new()
+        };
+        if !batch_buckets.is_empty() {
             let t = Instant::now();
-            for &len in &config.server.warmup_seq_lens {
-                let text = vec!["warm"; len.saturating_sub(2).max(1)].join(" ");
-                for b in [1, config.batching.max_batch_size.min(8)] {
-                    model.embed(&vec![text.as_str(); b])?;
-                }
-            }
-            info!(millis = t.elapsed().as_millis() as u64, "warm-up done");
+            let shapes = crate::gpu::warm_up(&model, &batch_buckets, &config.server.warmup_seq_lens)?;
+            info!(shapes, millis = t.elapsed().as_millis() as u64, "warm-up done");
         }
 
         let settings = BatchSettings {
@@ -121,7 +122,7 @@ impl Engine {
             queue_capacity: config.batching.queue_capacity,
         };
         let batcher = Batcher::start(
-            move |texts: &[String]| model.embed(texts),
+            move |texts: &[String]| crate::gpu::embed_bucketed(&model, texts, &batch_buckets),
             settings,
             metrics.clone(),
         );
