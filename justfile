@@ -124,3 +124,11 @@ heads:
         echo "heads: training the routing heads from PyPI-shipped data (first run only)"
         just train
     fi
+
+# The sidecar with the CUDA backend (needs a CUDA 13 toolkit at run time; builds for minutes).
+build-cuda:
+    CARGO_TARGET_DIR=target/cuda cargo build --release -p classifier-svc --features cuda
+
+# The local stack with the classifier on the GPU.
+run-gpu: setup build build-cuda heads
+    CLASSIFIER_BIN=target/cuda/release/classifier-svc CLASSIFIER_ARGS="--device cuda" ./target/release/local-stack
