@@ -18,11 +18,7 @@ impl Drop for Sidecar {
     }
 }
 
-/// Starts the sidecar with the shipped policy and waits for its SERVING log line.
-fn start_sidecar(grpc_port: u16) -> Sidecar {
-    start_sidecar_with(grpc_port, "classifier-svc/config/router.yaml")
-}
-
+/// Starts the sidecar with `config` and waits for its SERVING log line.
 fn start_sidecar_with(grpc_port: u16, config: &str) -> Sidecar {
     let root = repo_root();
     let bin = root.join("target/release/classifier-svc");
@@ -55,15 +51,29 @@ fn start_sidecar_with(grpc_port: u16, config: &str) -> Sidecar {
     Sidecar(child)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn real_model_routes_by_meaning() {
+struct Stack {
+    envoy: EnvoyProcess,
+    primary_sim: std::sync::Arc<openai_sim::SimState>,
+    secondary_sim: std::sync::Arc<openai_sim::SimState>,
+    _sidecar: Sidecar,
+}
+
+/// The real sidecar (shipped policy, or `config`), two simulated backends, Envoy with the filter.
+async fn stack(config: Option<String>) -> Stack {
     let grpc_port = free_port();
-    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar(grpc_port)).await.unwrap();
+    let config = config.unwrap_or_else(|| "classifier-svc/config/router.yaml".into());
+    let sidecar = tokio::task::spawn_blocking(move || start_sidecar_with(grpc_port, &config)).await.unwrap();
     let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
     let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
     let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
     let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
     let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap();
+    Stack { envoy, primary_sim, secondary_sim, _sidecar: sidecar }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_model_routes_by_meaning() {
+    let Stack { envoy, primary_sim, secondary_sim, _sidecar } = stack(None).await;
     let client = HttpClient::default();
     let ask = |prompt: &str| json!({"model": "MoM", "messages": [{"role": "user", "content": prompt}]}).to_string();
 
@@ -88,13 +98,7 @@ async fn real_model_routes_by_meaning() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn semantic_cache_answers_repeats_and_paraphrases_from_envoy() {
-    let grpc_port = free_port();
-    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar(grpc_port)).await.unwrap();
-    let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
-    let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
-    let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
-    let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
-    let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap();
+    let Stack { envoy, primary_sim, secondary_sim, _sidecar } = stack(None).await;
     let client = HttpClient::default();
     let backend = || primary_sim.count() + secondary_sim.count();
     let ask = |prompt: &str, stream: bool| {
@@ -139,14 +143,7 @@ async fn pii_policy_reroutes_and_hot_reload_keeps_serving_under_load() {
     let fast_reload = shipped.replacen("config_reload_seconds: 5", "config_reload_seconds: 1", 1);
     assert_ne!(fast_reload, shipped, "the shipped config sets config_reload_seconds: 5");
     std::fs::write(&config_path, &fast_reload).unwrap();
-    let grpc_port = free_port();
-    let path = config_path.display().to_string();
-    let _sidecar = tokio::task::spawn_blocking(move || start_sidecar_with(grpc_port, &path)).await.unwrap();
-    let (primary, _) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
-    let (secondary, _) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
-    let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
-    let config = EnvoyConfig::new(grpc_port, primary.port(), secondary.port(), filter);
-    let envoy = std::sync::Arc::new(tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().unwrap());
+    let Stack { envoy, _sidecar, .. } = stack(Some(config_path.display().to_string())).await;
     let client = HttpClient::default();
     let ask = |prompt: &str| json!({"model": "MoM", "messages": [{"role": "user", "content": prompt}]}).to_string();
     let url = envoy.url("/v1/chat/completions");
