@@ -132,3 +132,8 @@ build-cuda:
 # The local stack with the classifier on the GPU.
 run-gpu: setup build build-cuda heads
     CLASSIFIER_BIN=target/cuda/release/classifier-svc CLASSIFIER_ARGS="--device cuda" ./target/release/local-stack
+
+# Container images (classifier CPU/CUDA, Wasm OCI image, extension server); needs a Docker engine
+# and says so clearly where there is none.
+images *args:
+    deploy/images/build.sh {{args}}
