@@ -67,7 +67,7 @@ test: setup build-wasm
     cargo test -p router-tests
 
 # All benchmarks.
-bench: bench-overhead bench-extproc bench-cache
+bench: bench-overhead bench-extproc bench-cache bench-filter
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
@@ -137,3 +137,7 @@ run-gpu: setup build build-cuda heads
 # and says so clearly where there is none.
 images *args:
     deploy/images/build.sh {{args}}
+
+# CPU cost of the filter per request by body size (the .wasm in the wasmtime host).
+bench-filter: build-wasm
+    cargo run --release -p router-tests --example filter_cost

@@ -1,0 +1,65 @@
+//! CPU cost of the filter per request by body size, running the real .wasm in the wasmtime host
+//! (Cranelift, like Envoy's V8 a JIT): headers, body in 64 KiB chunks, Classify reply, rewrite.
+//! `cargo run --release -p router-tests --example filter_cost` (= `just bench-filter`).
+
+#[path = "../tests/support/wasm_host.rs"]
+#[allow(dead_code)]
+mod wasm_host;
+
+use prost::Message;
+use router_proto::v1::{ClassifyResponse, Decision};
+use router_tests::envoy::wasm_filter_path;
+use std::time::Instant;
+use wasm_host::{compile, ProxyWasmHost};
+
+fn body_of(size: usize) -> String {
+    let mut messages = Vec::new();
+    let mut len = 0;
+    while len < size {
+        let turn = serde_json::json!({"role": if messages.len() % 2 == 0 {"user"} else {"assistant"}, "content": "lorem ipsum dolor sit amet ".repeat(10)});
+        len += turn.to_string().len() + 1;
+        messages.push(turn);
+    }
+    messages.push(serde_json::json!({"role": "user", "content": "What is the derivative of x^3?"}));
+    serde_json::json!({"model": "MoM", "messages": messages, "temperature": 0.2}).to_string()
+}
+
+fn main() -> anyhow::Result<()> {
+    let (engine, module) = compile(&wasm_filter_path())?;
+    let config = r#"{"default_model":"qwen3-8b","max_body_bytes":8388608}"#;
+    let mut host = ProxyWasmHost::start(&engine, &module, config, &["semantic_router_classifier"])?;
+    let reply = ClassifyResponse { decision: Some(Decision { selected_model: "deepseek-r1-math".into(), category: "math".into(), ..Default::default() }) }.encode_to_vec();
+    println!("| body | requests | µs/request p50 | µs/request p99 | ns/byte p50 |\n|---|---|---|---|---|");
+    for (label, size, n) in [("1 KB", 1024, 2000), ("64 KB", 64 * 1024, 500), ("2 MB", 2 * 1024 * 1024, 40)] {
+        let body = body_of(size);
+        let len = body.len().to_string();
+        let headers = [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-length", len.as_str()), ("x-request-id", "r")];
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 5 {
+            let ctx = host.new_http_context()?;
+            let t = Instant::now();
+            host.on_request_headers(ctx, &headers, false)?;
+            let chunks: Vec<&[u8]> = body.as_bytes().chunks(64 * 1024).collect();
+            for (k, chunk) in chunks.iter().enumerate() {
+                host.on_request_body(ctx, chunk, k + 1 == chunks.len())?;
+            }
+            let token = host.state().grpc_calls.last().expect("classify call").token;
+            host.grpc_reply(ctx, token, &reply)?;
+            let elapsed = t.elapsed().as_secs_f64() * 1e6;
+            host.done(ctx)?;
+            host.state_mut().grpc_calls.clear();
+            if i >= 5 {
+                samples.push(elapsed);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        let p50 = samples[samples.len() / 2];
+        println!(
+            "| {label} ({} B) | {n} | {p50:.1} | {:.1} | {:.2} |",
+            body.len(),
+            samples[samples.len() * 99 / 100],
+            p50 * 1000.0 / body.len() as f64
+        );
+    }
+    Ok(())
+}
