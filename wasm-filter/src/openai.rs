@@ -132,11 +132,9 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Content<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Parts(#[serde(borrow)] Vec<Part<'a>>),
+    Text(Cow<'a, str>),
+    Parts(Vec<Part<'a>>),
 }
 
 #[derive(Deserialize)]
@@ -265,12 +263,31 @@ fn chat_prompt(
     // Content of the remaining turns is validated too, so a bad body is rejected whole.
     for (i, m) in parsed.iter().enumerate() {
         if let Some(raw) = m.content {
-            if serde_json::from_str::<Content>(raw.get()).is_err() && raw.get() != "null" {
+            if !content_is_valid(raw) {
                 return Err(bad_content(field, i));
             }
         }
     }
     Ok((text, context))
+}
+
+/// A string (already valid JSON: the body was parsed), null, or an array of typed parts.
+fn content_is_valid(raw: &RawValue) -> bool {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'n') => raw.get() == "null",
+        Some(b'[') => serde_json::from_str::<Vec<Part>>(raw.get()).is_ok(),
+        _ => false,
+    }
+}
+
+/// Parses content without serde's untagged buffering, which copies every string it tries.
+fn parse_content(raw: &RawValue) -> Option<Content<'_>> {
+    match raw.get().as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<Cow<str>>(raw.get()).ok().map(Content::Text),
+        Some(b'[') => serde_json::from_str::<Vec<Part>>(raw.get()).ok().map(Content::Parts),
+        _ => None,
+    }
 }
 
 fn bad_content(field: &str, i: usize) -> ApiError {
@@ -285,7 +302,7 @@ fn content_text(raw: Option<&RawValue>, field: &str, i: usize) -> Result<String,
     if raw.get() == "null" {
         return Ok(String::new());
     }
-    match serde_json::from_str::<Content>(raw.get()).map_err(|_| bad_content(field, i))? {
+    match parse_content(raw).ok_or_else(|| bad_content(field, i))? {
         Content::Text(t) => Ok(t.into_owned()),
         Content::Parts(parts) => {
             let mut text = String::new();
