@@ -141,3 +141,8 @@ images *args:
 # CPU cost of the filter per request by body size (the .wasm in the wasmtime host).
 bench-filter: build-wasm
     cargo run --release -p router-tests --example filter_cost
+
+# Sustained load on the whole stack (large bodies, many tenants, cache at its bound); fails on
+# errors or memory that keeps growing.
+soak seconds="600": setup build
+    ./target/release/soak --seconds {{seconds}}

@@ -7,3 +7,4 @@ pub mod client;
 pub mod envoy;
 pub mod extproc_baseline;
 pub mod openai_sim;
+pub mod sidecar;

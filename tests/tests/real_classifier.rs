@@ -2,67 +2,24 @@
 //! routing policy) behind a real Envoy with the filter: what `just run` serves.
 
 use router_tests::client::HttpClient;
-use router_tests::envoy::{free_port, repo_root, EnvoyConfig, EnvoyProcess};
+use router_tests::envoy::{repo_root, EnvoyConfig, EnvoyProcess};
 use router_tests::openai_sim;
+use router_tests::sidecar::SidecarProcess;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Sidecar(Child);
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the sidecar with `config` and waits for its SERVING log line.
-fn start_sidecar_with(grpc_port: u16, config: &str) -> Sidecar {
-    let root = repo_root();
-    let bin = root.join("target/release/classifier-svc");
-    assert!(bin.exists(), "{} missing: run `cargo build --release -p classifier-svc` (just test does)", bin.display());
-    let mut child = Command::new(&bin)
-        .current_dir(&root)
-        .args(["serve", "--config", config])
-        .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
-        .args(["--metrics-listen", &format!("127.0.0.1:{}", free_port())])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start classifier-svc");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("classifier-svc SERVING") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while rx.recv_timeout(Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "classifier-svc not SERVING within 120 s");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("classifier-svc exited during start: {status}");
-        }
-    }
-    Sidecar(child)
-}
+use std::time::Duration;
 
 struct Stack {
     envoy: EnvoyProcess,
     primary_sim: std::sync::Arc<openai_sim::SimState>,
     secondary_sim: std::sync::Arc<openai_sim::SimState>,
-    _sidecar: Sidecar,
+    _sidecar: SidecarProcess,
 }
 
 /// The real sidecar (shipped policy, or `config`), two simulated backends, Envoy with the filter.
 async fn stack(config: Option<String>) -> Stack {
-    let grpc_port = free_port();
     let config = config.unwrap_or_else(|| "classifier-svc/config/router.yaml".into());
-    let sidecar = tokio::task::spawn_blocking(move || start_sidecar_with(grpc_port, &config)).await.unwrap();
+    let sidecar = tokio::task::spawn_blocking(move || SidecarProcess::start(&config, &[])).await.unwrap().expect("sidecar");
+    let grpc_port = sidecar.grpc_port;
     let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
     let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
     let filter = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;

@@ -27,6 +27,9 @@ pub struct FilterConfig {
     pub max_body_bytes: usize,
     /// How many earlier user/assistant turns go with the last user message as context.
     pub context_turns: usize,
+    /// Longest text (bytes) sent to the classifier per turn; the encoder reads only the first
+    /// few hundred tokens, so sending a 2 MB turn would only cost tokenizer time.
+    pub max_classify_bytes: usize,
     /// Request paths the filter handles; every other path only has spoofed headers stripped.
     pub routed_paths: Vec<String>,
     /// Header Envoy's routes match on.
@@ -58,6 +61,7 @@ impl Default for FilterConfig {
             fail_mode: FailMode::Open,
             max_body_bytes: 10 * 1024 * 1024,
             context_turns: 2,
+            max_classify_bytes: 4096,
             routed_paths: vec![
                 "/v1/chat/completions".into(),
                 "/v1/completions".into(),

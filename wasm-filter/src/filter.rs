@@ -260,12 +260,13 @@ impl RequestFilter {
     }
 
     fn classify_request(&self, host: &impl Host, request: &PromptRequest) -> ClassifyRequest {
+        let limit = self.config.max_classify_bytes;
         ClassifyRequest {
-            text: request.text.clone(),
+            text: prefix(&request.text, limit).to_string(),
             context: request
                 .context
                 .iter()
-                .map(|(role, content)| Turn { role: role.clone(), content: content.clone() })
+                .map(|(role, content)| Turn { role: role.clone(), content: prefix(content, limit).to_string() })
                 .collect(),
             requested_model: request.model.clone(),
             request_id: host.request_header("x-request-id").unwrap_or_default(),
@@ -444,6 +445,18 @@ impl RequestFilter {
         host.send_local_response(error.status, &headers, &error.to_json());
         Flow::Pause
     }
+}
+
+/// The longest prefix of `text` within `max` bytes, cut on a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// `body` with its top-level `model` set to `model` (validated bodies always have one).

@@ -614,3 +614,18 @@ fn skip_processing_and_debug_only_when_allowed() {
         }
     }
 }
+
+#[test]
+fn classifier_text_is_bounded_on_char_boundaries() {
+    let long = "é".repeat(3000); // 6000 bytes
+    let body = serde_json::json!({"model": "MoM", "messages": [
+        {"role": "user", "content": long}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": long}]})
+    .to_string();
+    let mut host = RecordingHost::request("/v1/chat/completions", &body);
+    let mut filter = RequestFilter::new(config(r#","max_classify_bytes":1001"#));
+    send(&mut filter, &mut host);
+    let sent = ClassifyRequest::decode(host.dispatched[0].1.as_slice()).unwrap();
+    assert_eq!(sent.text.len(), 1000, "cut back to a character boundary");
+    assert!(sent.context.iter().all(|t| t.content.len() <= 1001));
+    assert_eq!(host.body, body.as_bytes(), "the body itself is untouched until the decision");
+}
