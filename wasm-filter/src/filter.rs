@@ -305,25 +305,24 @@ impl RequestFilter {
             }
             host.log(LogLevel::Warn, "semantic cache hit is not a chat.completion; ignored");
         }
-        if decision.cache_store {
-            self.cache_store = Some(CacheCapture {
-                request_id: host.request_header("x-request-id").unwrap_or_default(),
-                body: None,
-                sse: false,
-            });
-        }
         if let Some(block) = &decision.block {
             host.count(Counter::Blocked);
             self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
             let error = ApiError {
                 status: if (400..600).contains(&block.status) { block.status } else { 400 },
                 message: block.message.clone(),
-                kind: "invalid_request_error",
+                kind: error_type(&block.r#type),
                 code: (!block.code.is_empty()).then(|| block.code.clone()),
                 param: None,
             };
-            let error = if block.r#type.is_empty() { error } else { ApiError { kind: leak_kind(&block.r#type), ..error } };
             return self.respond_locally(host, &error);
+        }
+        if decision.cache_store {
+            self.cache_store = Some(CacheCapture {
+                request_id: host.request_header("x-request-id").unwrap_or_default(),
+                body: None,
+                sse: false,
+            });
         }
         if decision.selected_model.trim().is_empty() {
             return self.fall_back(host, body, FallbackReason::EmptyDecision);
@@ -467,10 +466,11 @@ fn with_model(body: &[u8], model: &str) -> Vec<u8> {
     }
 }
 
-/// Error types are a small fixed vocabulary; anything else is reported as a policy error.
-fn leak_kind(kind: &str) -> &'static str {
+/// OpenAI error `type` of a block: a small fixed vocabulary; an unknown type is reported as a
+/// policy error, an empty one as a bad request.
+fn error_type(kind: &str) -> &'static str {
     match kind {
-        "invalid_request_error" => "invalid_request_error",
+        "" | "invalid_request_error" => "invalid_request_error",
         "content_policy_violation" => "content_policy_violation",
         "rate_limit_error" => "rate_limit_error",
         "service_unavailable" => "service_unavailable",
