@@ -195,6 +195,16 @@ impl EnvoyProcess {
         http_get(self.config.admin_port, "/stats?filter=wasmcustom")
     }
 
+    /// Value of one of Envoy's own stats (e.g. `cluster.backend_primary.upstream_rq_retry`), 0 if
+    /// absent.
+    pub fn envoy_stat(&self, name: &str) -> u64 {
+        http_get(self.config.admin_port, &format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
     /// Value of one counter from [`stats`](Self::stats), 0 if absent.
     pub fn counter(&self, name: &str) -> u64 {
         self.stats()

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// What one backend saw: request count and the last request.
 #[derive(Default)]
@@ -46,14 +47,28 @@ impl SimState {
 
 /// Serves the simulator on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<SimState>) {
+    let (_never, stop) = watch::channel(false);
+    serve_until(listener, state, stop).await
+}
+
+/// Serves until `stop` turns true, then drops the listener and every open connection, as a
+/// crashed backend would.
+async fn serve_until(listener: TcpListener, state: Arc<SimState>, mut stop: watch::Receiver<bool>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let state = state.clone();
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let (state, mut stop) = (state.clone(), stop.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, state.clone()));
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
         });
     }
 }
@@ -65,6 +80,35 @@ pub async fn spawn(addr: SocketAddr, name: &str) -> std::io::Result<(SocketAddr,
     let state = Arc::new(SimState { name: name.into(), ..Default::default() });
     tokio::spawn(serve(listener, state.clone()));
     Ok((local, state))
+}
+
+/// A simulator that can be killed (listener and connections closed at once) to test restarts.
+pub struct KillableSim {
+    pub addr: SocketAddr,
+    pub state: Arc<SimState>,
+    stop: watch::Sender<bool>,
+}
+
+impl KillableSim {
+    pub async fn start(addr: SocketAddr, name: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SimState { name: name.into(), ..Default::default() });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve_until(listener, state.clone(), stopped));
+        Ok(Self { addr, state, stop })
+    }
+
+    /// Closes the listener and every connection without answering what is in flight.
+    pub fn kill(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Drop for KillableSim {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 type Resp = Response<Full<Bytes>>;

@@ -132,7 +132,7 @@ fn every_build_validates_after_patches() {
         }
         for kind in [
             "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "EnvoyProxy", "EnvoyExtensionPolicy",
-            "ClientTrafficPolicy", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+            "ClientTrafficPolicy", "BackendTrafficPolicy", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
             "Deployment", "Service", "NetworkPolicy",
         ] {
             assert!(docs.iter().any(|d| d.kind() == kind), "deploy/{b}: no {kind}");
