@@ -108,9 +108,13 @@ train: data
     cargo run --release -p router-train -- train-category
     cargo run --release -p router-train -- train-jailbreak
 
-# Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md.
+# Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md, eval.json
+# and the confusion-matrix plots (matplotlib in the project venv).
 eval: train
     cargo run --release -p router-train -- eval
+    [ -x "{{venv}}/bin/python" ] || python3 -m venv "{{venv}}"
+    "{{venv}}/bin/python" -c "import matplotlib" 2>/dev/null || "{{venv}}/bin/pip" install -q matplotlib
+    "{{venv}}/bin/python" router-train/plot_eval.py
 
 # The trained category and jailbreak heads, trained once (first run: data download, ~10–15 min of
 # embedding on 2 cores); later runs reuse them. Without them the router matches categories by

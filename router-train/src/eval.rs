@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use burn::backend::Flex;
 use classifier_svc::model::head::EmbeddingHead;
 use classifier_svc::policy::Router;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::data::DataDirs;
 use crate::embed::Embedder;
@@ -56,6 +56,9 @@ pub struct EvalArgs {
     pub router_config: PathBuf,
     pub report: PathBuf,
 }
+
+/// The jailbreak thresholds the trade-off table reports.
+const TRADEOFF_THRESHOLDS: [f64; 9] = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9];
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
@@ -177,7 +180,9 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     let _ = writeln!(md, "\nThe baseline is the server's routing today: cosine similarity to the centroid of each category's description and examples in `classifier-svc/config/router.yaml`; \"with threshold\" counts prompts below the threshold (routed to the default model with no category) as wrong.\n");
     let _ = writeln!(md, "### Per class\n");
     per_class_table(&mut md, &labels, &c_val, &c_peer, &b_peer);
-    let _ = writeln!(md, "\n### Confusion matrix, peer cases, category head\n");
+    let _ = writeln!(md, "\n![Confusion matrix, peer cases, category head](confusion-peer.png)\n![Confusion matrix, validation split, category head](confusion-val.png)\n");
+    let _ = writeln!(md, "Colour is row-normalised (share of each true category), cell text is the count. `router-train eval` also writes `router-train/eval.json`; `router-train/plot_eval.py` draws the plots from it (`just eval` runs both).\n");
+    let _ = writeln!(md, "### Confusion matrix, peer cases, category head\n");
     confusion_table(&mut md, &labels, &c_peer, None);
     let _ = writeln!(md, "\n### Confusion matrix, validation split, category head\n");
     confusion_table(&mut md, &labels, &c_val, None);
@@ -216,6 +221,31 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     let _ = writeln!(md, "| peer domain questions (all benign) | jailbreak head | {} | — | — | — | {} |", c_dom.total(), pct(c_dom.false_positive_rate()));
     let _ = writeln!(md, "| peer jailbreak cases | baseline (server today: no jailbreak check) | {} | — | 0.000 | — | 0.0% |", c_jpeer.total());
 
+    // Trade-off: the operator picks prompt_guard.threshold; show what each choice costs. Rows
+    // are fixed thresholds, not chosen on any result.
+    let rate = |probs: &[f32], t: f64| probs.iter().filter(|&&p| f64::from(p) >= t).count() as f64 / probs.len().max(1) as f64;
+    let (val_pos, val_neg): (Vec<f32>, Vec<f32>) = {
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        for (&p, &y) in jp.iter().zip(&jy) {
+            if y == 1 { pos.push(p) } else { neg.push(p) }
+        }
+        (pos, neg)
+    };
+    let dom_p = prob(&peer_x);
+    let curve: Vec<serde_json::Value> = TRADEOFF_THRESHOLDS
+        .iter()
+        .map(|&t| {
+            json!({ "threshold": t, "val_recall": rate(&val_pos, t), "val_fpr": rate(&val_neg, t),
+                    "peer_recall": rate(&peer_jp, t), "peer_domain_fpr": rate(&dom_p, t) })
+        })
+        .collect();
+    let _ = writeln!(md, "\n### Threshold trade-off (`prompt_guard.threshold`)\n");
+    let _ = writeln!(md, "![jailbreak threshold trade-off](jailbreak-tradeoff.png)\n");
+    let _ = writeln!(md, "| threshold | val recall | val false-positive rate | peer recall | peer domain false-positive rate |\n|---|---|---|---|---|");
+    for c in &curve {
+        let _ = writeln!(md, "| {} | {:.3} | {} | {:.3} | {} |", c["threshold"], c["val_recall"].as_f64().unwrap_or(0.0), pct(c["val_fpr"].as_f64().unwrap_or(0.0)), c["peer_recall"].as_f64().unwrap_or(0.0), pct(c["peer_domain_fpr"].as_f64().unwrap_or(0.0)));
+    }
+
     let _ = writeln!(md, "\n### Validation split by source\n");
     let _ = writeln!(md, "| source | label | n | flagged |\n|---|---|---|---|");
     let mut by: BTreeMap<(String, String), (usize, usize)> = BTreeMap::new();
@@ -249,6 +279,29 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         let _ = writeln!(md, "| {set} | {split} | {label} | {n} |");
     }
     md.push_str(NOTES);
+
+    // Machine-readable results for plots (router-train/plot_eval.py): the same numbers as above.
+    let confusion = |c: &Confusion| json!({ "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix });
+    let results = json!({
+        "category": {
+            "labels": labels,
+            "val": confusion(&c_val),
+            "peer": confusion(&c_peer),
+            "baseline_val": confusion(&b_val),
+            "baseline_peer": confusion(&b_peer),
+        },
+        "jailbreak": {
+            "threshold": threshold,
+            "curve": curve,
+            "val": { "n": c_jval.total(), "precision": c_jval.class(1).precision, "recall": c_jval.class(1).recall, "false_positive_rate": c_jval.false_positive_rate(), "matrix": c_jval.matrix },
+            // All expected blocked / all benign: only recall, resp. the false-positive rate, apply.
+            "peer_jailbreak": { "n": c_jpeer.total(), "recall": c_jpeer.class(1).recall, "matrix": c_jpeer.matrix },
+            "peer_domain": { "n": c_dom.total(), "false_positive_rate": c_dom.false_positive_rate(), "matrix": c_dom.matrix },
+        },
+    });
+    let json_path = args.report.with_file_name("eval.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n").with_context(|| format!("cannot write {}", json_path.display()))?;
+    eprintln!("[eval] wrote {}", json_path.display());
 
     print!("{md}");
     std::fs::write(&args.report, &md).with_context(|| format!("cannot write {}", args.report.display()))?;
