@@ -284,6 +284,32 @@ async fn reasoning_and_system_prompt_reach_the_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reasoning_effort_family_reaches_the_backend() {
+    use router_proto::v1::{Decision, Reasoning};
+    let decision = Decision {
+        selected_model: "deepseek-r1-math".into(),
+        category: "math".into(),
+        confidence: 0.9,
+        reasoning: Some(Reasoning { enabled: true, chat_template_kwarg: String::new(), effort: "high".into() }),
+        ..Default::default()
+    };
+    let s = stack_with(DEFAULT_CONFIG, Behaviour::Fixed(decision)).await;
+    let r = s.chat("MoM", "Integrate x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vsr-selected-reasoning"), Some("on"));
+    let seen: serde_json::Value = serde_json::from_slice(&s.secondary.last().unwrap().body).unwrap();
+    assert_eq!(seen["reasoning_effort"], "high");
+    assert!(seen.get("chat_template_kwargs").is_none(), "only the family's own field: {seen}");
+
+    // A client's explicit effort is kept, whatever its value.
+    let body = json!({"model": "MoM", "reasoning_effort": "low", "messages": [{"role": "user", "content": "Integrate x"}]});
+    let r = s.post("/v1/chat/completions", body.to_string(), &[]).await;
+    assert_eq!(r.header("x-vsr-selected-reasoning"), Some("client"));
+    let seen: serde_json::Value = serde_json::from_slice(&s.secondary.last().unwrap().body).unwrap();
+    assert_eq!(seen["reasoning_effort"], "low");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn semantic_cache_hits_are_served_by_envoy_and_answers_flow_back() {
     use router_proto::v1::{CacheHit, Decision};
     let store = Decision { selected_model: "qwen3-8b".into(), category: "other".into(), cache_store: true, ..Default::default() };
