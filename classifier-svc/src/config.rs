@@ -203,6 +203,9 @@ pub enum Matching {
 #[serde(default)]
 pub struct PiiModelConfig {
     pub threshold: f32,
+    /// A token-classification checkpoint (`just pii-model` converts the default) run next to
+    /// the deterministic detectors. Unset, or a directory that does not exist: detectors only.
+    pub model_id: Option<PathBuf>,
 }
 
 /// The jailbreak guard: a classification head on the prompt embedding.

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod pii;
+pub mod pii_model;
 pub mod policy;
 pub mod reload;
 pub mod schema;

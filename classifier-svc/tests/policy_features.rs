@@ -645,3 +645,25 @@ fn category_head_probabilities_replace_similarity() {
     let d = r.decide_with(&unit(&MATH), &Signals { category_probabilities: Some(flat), ..Default::default() });
     assert_eq!(d.selected_model, "general");
 }
+
+/// The PII token classifier on real text: names, addresses and e-mails become typed spans
+/// that cover whole words, and plain questions have none.
+#[test]
+fn pii_model_finds_people_and_addresses_as_spans() {
+    use classifier_svc::pii_model::PiiTagger;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/pii-rampart");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run `just pii-model` first", dir.display());
+    let tagger = PiiTagger::<classifier_svc::CpuBackend>::load(&dir, &Default::default()).unwrap();
+    let texts = [
+        "Please send the contract to Maria Gonzalez at 742 Evergreen Terrace, Springfield.".to_string(),
+        "What is the derivative of x squared?".to_string(),
+    ];
+    let spans = tagger.tag(&texts).unwrap();
+    let found: Vec<(&str, &str)> = spans[0].iter().map(|m| (m.kind, &texts[0][m.start..m.end])).collect();
+    assert!(found.iter().any(|(k, s)| *k == "PERSON" && s.contains("Maria") && s.contains("Gonzalez")), "{found:?}");
+    assert!(found.iter().any(|(k, _)| *k == "STREET_ADDRESS"), "{found:?}");
+    for (_, s) in &found {
+        assert_eq!(s.trim(), *s, "spans start and end on word boundaries: {found:?}");
+    }
+    assert!(spans[1].is_empty(), "no PII in a plain question: {:?}", spans[1]);
+}

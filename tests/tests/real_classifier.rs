@@ -116,6 +116,13 @@ async fn pii_policy_reroutes_and_hot_reload_keeps_serving_under_load() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["model"], "qwen3-8b", "{:?}", r.headers);
     assert!(r.header("x-vsr-pii-types").unwrap_or_default().contains("CREDIT_CARD"), "{:?}", r.headers);
+    // A name is found by the PII token classifier, not by a pattern.
+    let r = client
+        .post(&url, ask("What is the integral of x^2 from 0 to 3? Please explain it for my student Maria Gonzalez."), &skip)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["model"], "qwen3-8b", "{:?}", r.headers);
+    assert_eq!(r.header("x-vsr-pii-types"), Some("PERSON"), "{:?}", r.headers);
 
     // Hot reload under load: math moves to qwen3-8b; a broken edit in between changes nothing.
     let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

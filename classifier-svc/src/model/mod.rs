@@ -232,8 +232,13 @@ impl<B: Backend> Model<B> {
 
     /// Token-classification logits: per text, one row per token (special tokens included).
     pub fn classify_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<Vec<f32>>>> {
-        let batch = self.batch(&self.tokenize(texts)?);
-        let hidden = self.hidden(&batch);
+        self.token_logits(&self.batch(&self.tokenize(texts)?))
+    }
+
+    /// Token-classification logits of an already tokenized batch: per text, one row per real
+    /// token.
+    pub fn token_logits(&self, batch: &Batch) -> Result<Vec<Vec<Vec<f32>>>> {
+        let hidden = self.hidden(batch);
         let logits = match &self.head {
             Head::BertToken { classifier } => classifier.forward(hidden),
             Head::ModernBertToken { head, classifier } => classifier.forward(head.forward(hidden)),
