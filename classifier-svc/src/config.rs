@@ -56,6 +56,9 @@ pub struct Config {
     #[serde(default)]
     pub model_config: BTreeMap<String, ModelParams>,
     pub categories: Vec<Category>,
+    /// OpenTelemetry tracing (vLLM Semantic Router `observability.tracing`).
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
     /// vLLM Semantic Router keys present in the file that this router does not implement
     /// (filled by the loader; reported at start and on reload).
     #[serde(skip)]
@@ -206,6 +209,90 @@ pub struct PiiModelConfig {
     /// A token-classification checkpoint (`just pii-model` converts the default) run next to
     /// the deterministic detectors. Unset, or a directory that does not exist: detectors only.
     pub model_id: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ObservabilityConfig {
+    pub tracing: TracingConfig,
+}
+
+/// Spans of each request (classify, embed, guard, PII, policy) exported over OTLP/gRPC, joined
+/// to the caller's trace through the W3C `traceparent` the filter forwards. Same keys as vLLM
+/// Semantic Router.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TracingConfig {
+    pub enabled: bool,
+    /// `opentelemetry` (the only provider).
+    pub provider: String,
+    pub exporter: TracingExporter,
+    pub sampling: TracingSampling,
+    pub resource: TracingResource,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            provider: "opentelemetry".into(),
+            exporter: TracingExporter::default(),
+            sampling: TracingSampling::default(),
+            resource: TracingResource::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TracingExporter {
+    /// `otlp` (gRPC).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Collector address, `host:port` or `http://host:port`.
+    pub endpoint: String,
+    /// Plain-text gRPC to the collector (a local agent or sidecar collector).
+    pub insecure: bool,
+}
+
+impl Default for TracingExporter {
+    fn default() -> Self {
+        Self { kind: "otlp".into(), endpoint: "localhost:4317".into(), insecure: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TracingSampling {
+    /// `always_on`, `always_off` or `probabilistic` (`rate` of new traces); a sampled caller's
+    /// decision is always followed.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub rate: f64,
+}
+
+impl Default for TracingSampling {
+    fn default() -> Self {
+        Self { kind: "always_on".into(), rate: 1.0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct TracingResource {
+    pub service_name: String,
+    pub service_version: String,
+    pub deployment_environment: String,
+}
+
+impl Default for TracingResource {
+    fn default() -> Self {
+        Self {
+            service_name: "semantic-router-classifier".into(),
+            service_version: env!("CARGO_PKG_VERSION").into(),
+            deployment_environment: String::new(),
+        }
+    }
 }
 
 /// The jailbreak guard: a classification head on the prompt embedding.
@@ -419,6 +506,7 @@ impl Config {
     }
 
     pub fn validate(&mut self) -> Result<()> {
+        crate::telemetry::validate(&self.observability.tracing)?;
         let sc = &self.semantic_cache;
         if !(0.0..=1.0).contains(&sc.similarity_threshold) {
             bail!("semantic_cache.similarity_threshold: must be in [0, 1], got {}", sc.similarity_threshold);

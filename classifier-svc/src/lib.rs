@@ -24,6 +24,7 @@ pub mod policy;
 pub mod reload;
 pub mod schema;
 pub mod service;
+pub mod telemetry;
 pub mod tokenize;
 pub mod weights;
 

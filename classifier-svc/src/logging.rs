@@ -1,5 +1,5 @@
 //! Logs: human-readable text (default) or one JSON object per line (`--log-format json`), both
-//! filtered by `RUST_LOG` (default `info`), on stderr.
+//! filtered by `RUST_LOG` (default `info`), on stderr; optionally spans to OpenTelemetry.
 //!
 //! A JSON line carries `ts` (Unix seconds), `level`, `target`, `message`, the event's fields,
 //! the fields of every enclosing span (so each line of a request carries its `request_id`)
@@ -27,17 +27,14 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the global subscriber.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber; with `tracer`, spans are also exported to OpenTelemetry
+/// (see [`crate::telemetry`]).
+pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
+    let otel = tracer.map(|t| tracing_opentelemetry::layer().with_tracer(t));
+    let registry = tracing_subscriber::registry().with(otel).with(filter());
     match format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(filter())
-            .with(JsonLayer::new(std::io::stderr))
-            .init(),
+        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).init(),
+        LogFormat::Json => registry.with(JsonLayer::new(std::io::stderr)).init(),
     }
 }
 

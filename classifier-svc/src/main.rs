@@ -131,19 +131,32 @@ enum Precision {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
-    classifier_svc::logging::init(cli.log_format);
-    match cli.command {
-        Command::Serve { common, listen, metrics_listen } => {
-            let mut cfg = common.load()?;
-            if let Some(l) = listen {
-                cfg.server.listen = l;
-            }
-            if let Some(m) = metrics_listen {
-                cfg.server.metrics_listen = m;
-            }
-            cfg.validate()?;
-            classifier_svc::serve(cfg, classifier_svc::shutdown_signal()).await
+    if let Command::Serve { common, listen, metrics_listen } = cli.command {
+        // The config first: it says whether spans are exported (config loading logs nothing).
+        let mut cfg = common.load()?;
+        if let Some(l) = listen {
+            cfg.server.listen = l;
         }
+        if let Some(m) = metrics_listen {
+            cfg.server.metrics_listen = m;
+        }
+        cfg.validate()?;
+        let provider = classifier_svc::telemetry::provider(&cfg.observability.tracing)?;
+        let tracer = provider.as_ref().map(|p| {
+            use opentelemetry::trace::TracerProvider as _;
+            p.tracer("classifier-svc")
+        });
+        classifier_svc::logging::init(cli.log_format, tracer);
+        let served = classifier_svc::serve(cfg, classifier_svc::shutdown_signal()).await;
+        if let Some(p) = provider {
+            // Flush the spans still batched.
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+        return served;
+    }
+    classifier_svc::logging::init(cli.log_format, None);
+    match cli.command {
+        Command::Serve { .. } => unreachable!("handled above"),
         Command::Classify { common, context, text } => {
             let cfg = common.load()?;
             let engine = tokio::task::spawn_blocking(move || {

@@ -350,8 +350,11 @@ impl Classifier for ClassifierService {
         request: Request<ClassifyRequest>,
     ) -> Result<Response<ClassifyResponse>, Status> {
         let t = Instant::now();
+        let parent = crate::telemetry::remote_context(request.metadata());
         let req = request.into_inner();
         let span = info_span!("classify", request_id = %req.request_id);
+        // Without the OpenTelemetry layer (tracing off) there is nothing to join.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
         let result = match self.engine() {
             Ok(engine) => engine.classify_observed(&req).instrument(span.clone()).await.map_err(to_status),
             Err(s) => Err(s),

@@ -122,7 +122,6 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
         "tools",
         "vllm_endpoints",
         "api",
-        "observability",
         "bert_model.threshold",
         "prompt_guard.use_modernbert",
         "classifier.pii_model.pii_mapping_path",
@@ -132,6 +131,8 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
     ] {
         assert!(cfg.ignored_keys.iter().any(|k| k == key), "{key} not reported in {:?}", cfg.ignored_keys);
     }
+    assert!(!cfg.ignored_keys.iter().any(|k| k.starts_with("observability")), "tracing is read, not ignored");
+    assert!(!cfg.observability.tracing.enabled);
 
     // Routing with the example: math → TinyLlama (no reasoning family: no reasoning field),
     // with the category's system prompt replacing the client's (the vLLM default mode).

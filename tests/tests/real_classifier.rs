@@ -17,8 +17,19 @@ struct Stack {
 
 /// The real sidecar (shipped policy, or `config`), two simulated backends, Envoy with the filter.
 async fn stack(config: Option<String>) -> Stack {
+    stack_with_env(config, Vec::new()).await
+}
+
+/// [`stack`] with extra environment for the sidecar (`SR__...` config overrides).
+async fn stack_with_env(config: Option<String>, env: Vec<(&'static str, String)>) -> Stack {
     let config = config.unwrap_or_else(|| "classifier-svc/config/router.yaml".into());
-    let sidecar = tokio::task::spawn_blocking(move || SidecarProcess::start(&config, &[])).await.unwrap().expect("sidecar");
+    let sidecar = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        SidecarProcess::start(&config, &env)
+    })
+    .await
+    .unwrap()
+    .expect("sidecar");
     let grpc_port = sidecar.grpc_port;
     let (primary, primary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "primary").await.unwrap();
     let (secondary, secondary_sim) = openai_sim::spawn("127.0.0.1:0".parse().unwrap(), "secondary").await.unwrap();
@@ -163,4 +174,67 @@ async fn pii_policy_reroutes_and_hot_reload_keeps_serving_under_load() {
     }
     assert!(moved, "the new policy took effect without a restart");
     println!("hot reload under load: {total} requests, all 200");
+}
+
+/// A test double of an OpenTelemetry collector: records the spans exported to it.
+#[derive(Default, Clone)]
+struct CollectorDouble {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for CollectorDouble {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+        self.spans.lock().unwrap().extend(spans);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sidecar_spans_join_the_clients_trace_over_otlp() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = CollectorDouble::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(collector.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let env = vec![
+        ("SR__OBSERVABILITY__TRACING__ENABLED", "true".to_string()),
+        ("SR__OBSERVABILITY__TRACING__EXPORTER__ENDPOINT", collector_addr.to_string()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+    ];
+    let Stack { envoy, _sidecar, .. } = stack_with_env(None, env).await;
+
+    let (trace_id, parent_id) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{trace_id}-{parent_id}-01");
+    let body = json!({"model": "MoM", "messages": [{"role": "user", "content": "What is the integral of x^2?"}]}).to_string();
+    let r = HttpClient::default()
+        .post(&envoy.url("/v1/chat/completions"), body, &[("traceparent", traceparent.as_str()), ("x-vsr-skip-cache", "true")])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-vsr-fallback"), None);
+
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans: Vec<_> = collector.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
+        if spans.iter().any(|s| s.name == "classify") && spans.iter().any(|s| s.name == "embed") {
+            break spans;
+        }
+        assert!(std::time::Instant::now() < deadline, "no classify/embed spans in the client's trace: {:?}", collector.spans.lock().unwrap().iter().map(|s| (s.name.clone(), hex(&s.trace_id))).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let classify = spans.iter().find(|s| s.name == "classify").unwrap();
+    assert_eq!(hex(&classify.parent_span_id), parent_id, "the request span's parent is the client's span");
+    let embed = spans.iter().find(|s| s.name == "embed").unwrap();
+    assert_eq!(embed.parent_span_id, classify.span_id, "stages are children of the request span");
 }

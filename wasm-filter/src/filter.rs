@@ -148,7 +148,8 @@ impl RequestFilter {
 
         let message = self.classify_request(host, &request).encode_to_vec();
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        match host.dispatch_classify(&self.config.classifier_cluster, &message, timeout) {
+        let metadata = trace_context(host);
+        match host.dispatch_classify(&self.config.classifier_cluster, &message, &metadata, timeout) {
             Ok(token) => {
                 let stream = request.stream;
                 self.state = State::Classifying { token, endpoint, body, started_nanos: host.now_nanos(), stream };
@@ -485,3 +486,39 @@ fn header_value(value: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The request's W3C trace context (`traceparent`, and `tracestate` with it), for the callout's
+/// metadata so the sidecar's spans join the client's trace. Only a well-formed `traceparent` is
+/// passed on: the headers come from the client.
+fn trace_context(host: &impl Host) -> Vec<(&'static str, String)> {
+    let Some(parent) = host.request_header("traceparent").filter(|p| valid_traceparent(p)) else {
+        return Vec::new();
+    };
+    let mut metadata = vec![("traceparent", parent)];
+    if let Some(state) = host.request_header("tracestate") {
+        let printable = state.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if printable && state.len() <= MAX_TRACESTATE_BYTES {
+            metadata.push(("tracestate", state));
+        }
+    }
+    metadata
+}
+
+/// W3C Trace Context caps `tracestate` at 32 members; 512 bytes is what propagators keep.
+const MAX_TRACESTATE_BYTES: usize = 512;
+
+/// `version-traceid-parentid-flags`: lower-case hex of 2, 32, 16 and 2 digits, ids not all zero,
+/// version `ff` invalid.
+fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
+}

@@ -26,8 +26,14 @@ pub trait Host {
     fn request_body(&self, size: usize) -> Option<Vec<u8>>;
     fn replace_request_body(&mut self, body: &[u8]);
     fn send_local_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]);
-    /// Starts the unary Classify call; returns its token.
-    fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String>;
+    /// Starts the unary Classify call with gRPC `metadata`; returns its token.
+    fn dispatch_classify(
+        &mut self,
+        cluster: &str,
+        message: &[u8],
+        metadata: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<u32, String>;
     fn grpc_response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// Fire-and-forget SemanticCache.Store, owned by the plugin rather than the request so it
     /// outlives the stream.

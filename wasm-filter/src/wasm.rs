@@ -262,11 +262,18 @@ impl Host for WasmHost {
         }
     }
 
-    fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String> {
+    fn dispatch_classify(
+        &mut self,
+        cluster: &str,
+        message: &[u8],
+        metadata: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<u32, String> {
         if !CLUSTER_KNOWN.with(Cell::get) {
             return Err(format!("cluster {cluster:?} is not defined"));
         }
-        hostcalls::dispatch_grpc_call(cluster, CLASSIFIER_SERVICE, CLASSIFY_METHOD, Vec::new(), Some(message), timeout)
+        let metadata: Vec<(&str, &[u8])> = metadata.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        hostcalls::dispatch_grpc_call(cluster, CLASSIFIER_SERVICE, CLASSIFY_METHOD, metadata, Some(message), timeout)
             .map_err(|s| format!("{s:?}"))
     }
 

@@ -12,6 +12,7 @@ struct RecordingHost {
     body: Vec<u8>,
     local_response: Option<(u32, Vec<(String, String)>, Vec<u8>)>,
     dispatched: Vec<(String, Vec<u8>, Duration)>,
+    dispatched_metadata: Vec<(String, String)>,
     dispatch_error: Option<String>,
     grpc_reply: Option<Vec<u8>>,
     route_cache_cleared: usize,
@@ -86,11 +87,18 @@ impl Host for RecordingHost {
         let headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
         self.local_response = Some((status, headers, body.to_vec()));
     }
-    fn dispatch_classify(&mut self, cluster: &str, message: &[u8], timeout: Duration) -> Result<u32, String> {
+    fn dispatch_classify(
+        &mut self,
+        cluster: &str,
+        message: &[u8],
+        metadata: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<u32, String> {
         if let Some(e) = &self.dispatch_error {
             return Err(e.clone());
         }
         self.dispatched.push((cluster.into(), message.to_vec(), timeout));
+        self.dispatched_metadata = metadata.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
         Ok(7)
     }
     fn grpc_response_body(&self, _size: usize) -> Option<Vec<u8>> {
@@ -179,6 +187,42 @@ fn auto_model_is_classified_and_rewritten() {
 
     filter.on_response_headers(&mut host);
     assert!(host.response_headers.contains(&("x-vsr-selected-model".into(), "math-model".into())));
+}
+
+#[test]
+fn w3c_trace_context_rides_on_the_callout_when_well_formed() {
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    host.request_headers.push(("traceparent".into(), parent.into()));
+    host.request_headers.push(("tracestate".into(), "vendor=abc".into()));
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    let want = vec![("traceparent".to_string(), parent.to_string()), ("tracestate".to_string(), "vendor=abc".to_string())];
+    assert_eq!(host.dispatched_metadata, want);
+
+    for bad in [
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        "garbage",
+    ] {
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.request_headers.push(("traceparent".into(), bad.into()));
+        host.request_headers.push(("tracestate".into(), "vendor=abc".into()));
+        let mut filter = RequestFilter::new(config(""));
+        send(&mut filter, &mut host);
+        assert_eq!(host.dispatched.len(), 1, "the callout still happens");
+        assert!(host.dispatched_metadata.is_empty(), "{bad:?} is not forwarded");
+    }
+
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    host.request_headers.push(("traceparent".into(), parent.into()));
+    host.request_headers.push(("tracestate".into(), "k=".to_string() + &"v".repeat(600)));
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    assert_eq!(host.dispatched_metadata, vec![("traceparent".to_string(), parent.to_string())], "oversized tracestate dropped");
 }
 
 #[test]
