@@ -86,7 +86,7 @@ test: setup build-wasm
     cargo test -p router-tests
 
 # All benchmarks.
-bench: bench-overhead bench-extproc bench-cache bench-filter
+bench: bench-overhead bench-extproc bench-cache bench-filter bench-onnx
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
@@ -113,6 +113,44 @@ fuzz iterations="1000000":
 # Semantic-cache lookup time at 1k / 10k / 100k entries.
 bench-cache:
     cargo run --release -p classifier-svc --example cache_bench
+
+# burn's CPU backend (flex) vs ONNX Runtime on all-MiniLM-L6-v2: same inputs and work (tokenize +
+# forward + mean pool + L2 norm), interleaved, once per CPU set (taskset; threads = CPUs in the
+# set). The ONNX graph is built from the safetensors weights into models/all-MiniLM-L6-v2-onnx/
+# (model.onnx plain, model-opt.onnx after ONNX Runtime's transformer fusions). Raw JSON lines
+# stay in target/bench-onnx/.
+# CPU model latency/throughput: burn (flex) vs ONNX Runtime, same model, inputs and pinning.
+bench-onnx rounds="1" seconds="3" runs="200" batches="1,8,32" cpus="0 0,1" onnx="model-opt.onnx": models
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -p classifier-svc
+    bin=target/release/classifier-svc
+    [ -x "{{venv}}/bin/python" ] || python3 -m venv "{{venv}}"
+    py="{{venv}}/bin/python"
+    "$py" -c "import onnx, onnxruntime, tokenizers, numpy, safetensors, sympy" 2>/dev/null \
+        || "{{venv}}/bin/pip" install -q onnx onnxruntime tokenizers numpy safetensors sympy
+    onnx_dir="{{minilm}}-onnx"
+    if [ ! -f "$onnx_dir/{{onnx}}" ]; then
+        "$py" classifier-svc/scripts/minilm_onnx.py --model "{{minilm}}" --out "$onnx_dir"
+    fi
+    out=target/bench-onnx
+    rm -rf "$out" && mkdir -p "$out"
+    files=()
+    for r in $(seq {{rounds}}); do
+        for set in {{cpus}}; do
+            n=$(( $(tr -cd , <<<"$set" | wc -c) + 1 ))
+            echo "bench-onnx: round $r, taskset -c $set ($n thread(s)): burn" >&2
+            RAYON_NUM_THREADS=$n taskset -c "$set" "$bin" bench --seconds {{seconds}} --runs {{runs}} \
+                --batches {{batches}} > "$out/burn-$n-$r.jsonl"
+            files+=("burn:$n=$out/burn-$n-$r.jsonl")
+            echo "bench-onnx: round $r, taskset -c $set ($n thread(s)): onnxruntime" >&2
+            taskset -c "$set" "$py" classifier-svc/scripts/ort_bench.py --onnx "$onnx_dir/{{onnx}}" \
+                --tokenizer "{{minilm}}/tokenizer.json" --threads $n --seconds {{seconds}} --runs {{runs}} \
+                --batches {{batches}} > "$out/ort-$n-$r.jsonl"
+            files+=("ort:$n=$out/ort-$n-$r.jsonl")
+        done
+    done
+    "$py" classifier-svc/scripts/bench_table.py "${files[@]}"
 
 # The Envoy Gateway extension server that enables the filter's header pause (see deploy/README.md).
 eg-extension:
