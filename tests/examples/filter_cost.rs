@@ -1,5 +1,7 @@
 //! CPU cost of the filter per request by body size, running the real .wasm in the wasmtime host
 //! (Cranelift, like Envoy's V8 a JIT): headers, body in 64 KiB chunks, Classify reply, rewrite.
+//! Then the response side of a routed request: the filter reads every chunk for token usage
+//! (a JSON answer, or an SSE stream whose last event carries `usage`).
 //! `cargo run --release -p router-tests --example filter_cost` (= `just bench-filter`).
 
 #[path = "../tests/support/wasm_host.rs"]
@@ -61,5 +63,80 @@ fn main() -> anyhow::Result<()> {
             p50 * 1000.0 / body.len() as f64
         );
     }
+    response_side(&mut host, &reply)?;
     Ok(())
+}
+
+/// A routed request, then its answer delivered in chunks as Envoy would: the time is the
+/// response callbacks alone (headers + every chunk).
+fn response_side(host: &mut ProxyWasmHost, reply: &[u8]) -> anyhow::Result<()> {
+    let request = r#"{"model":"MoM","messages":[{"role":"user","content":"What is the derivative of x^3?"}]}"#;
+    let len = request.len().to_string();
+    let headers = [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-length", len.as_str()), ("x-request-id", "r")];
+    println!("\n| response | chunks | µs/response p50 | µs/response p99 | ns/byte p50 |\n|---|---|---|---|---|");
+    for (label, content_type, chunks) in [
+        ("JSON, 1 KB", "application/json", vec![json_answer(1024)]),
+        ("JSON, 64 KB", "application/json", json_answer(64 * 1024).chunks(16 * 1024).map(<[u8]>::to_vec).collect()),
+        ("SSE, 200 events", "text/event-stream", sse_answer(200)),
+        ("SSE, 4,000 events", "text/event-stream", sse_answer(4000)),
+    ] {
+        let bytes: usize = chunks.iter().map(Vec::len).sum();
+        let n = if bytes > 100_000 { 300 } else { 2000 };
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + 5 {
+            let ctx = host.new_http_context()?;
+            host.on_request_headers(ctx, &headers, false)?;
+            host.on_request_body(ctx, request.as_bytes(), true)?;
+            let token = host.state().grpc_calls.last().expect("classify call").token;
+            host.grpc_reply(ctx, token, reply)?;
+            let t = Instant::now();
+            host.on_response_headers(ctx, &[(":status", "200"), ("content-type", content_type)])?;
+            for (k, chunk) in chunks.iter().enumerate() {
+                host.on_response_body(ctx, chunk, k + 1 == chunks.len())?;
+            }
+            let elapsed = t.elapsed().as_secs_f64() * 1e6;
+            host.done(ctx)?;
+            host.state_mut().grpc_calls.clear();
+            if i >= 5 {
+                samples.push(elapsed);
+            }
+        }
+        assert!(host.state().metric_values.values().any(|&v| v > 0), "usage was counted");
+        samples.sort_by(f64::total_cmp);
+        let p50 = samples[samples.len() / 2];
+        println!(
+            "| {label} ({bytes} B) | {} | {p50:.1} | {:.1} | {:.2} |",
+            chunks.len(),
+            samples[samples.len() * 99 / 100],
+            p50 * 1000.0 / bytes as f64
+        );
+    }
+    Ok(())
+}
+
+fn json_answer(size: usize) -> Vec<u8> {
+    let content = "The derivative of x cubed is three x squared. ".repeat(size / 40 + 1);
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "deepseek-r1-math",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": &content[..size]}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": size / 4, "total_tokens": 12 + size / 4}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// One chunk per event, as a model server flushes tokens; the last event carries `usage`.
+fn sse_answer(events: usize) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..events)
+        .map(|i| {
+            let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "deepseek-r1-math",
+                "choices": [{"index": 0, "delta": {"content": format!("token{i} ")}, "finish_reason": null}]});
+            format!("data: {chunk}\n\n").into_bytes()
+        })
+        .collect();
+    let last = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "deepseek-r1-math",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": events, "total_tokens": 12 + events}});
+    out.push(format!("data: {last}\n\ndata: [DONE]\n\n").into_bytes());
+    out
 }

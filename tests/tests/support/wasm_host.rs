@@ -13,6 +13,7 @@ pub const STATUS_NOT_FOUND: i32 = 1;
 pub const STATUS_BAD_ARGUMENT: i32 = 2;
 
 const BUFFER_HTTP_REQUEST_BODY: i32 = 0;
+const BUFFER_HTTP_RESPONSE_BODY: i32 = 1;
 const BUFFER_GRPC_RECEIVE: i32 = 5;
 const BUFFER_VM_CONFIGURATION: i32 = 6;
 const BUFFER_PLUGIN_CONFIGURATION: i32 = 7;
@@ -62,6 +63,8 @@ pub struct HostState {
     pub request_headers: Vec<(String, String)>,
     pub response_headers: Vec<(String, String)>,
     pub request_body: Vec<u8>,
+    /// The response chunk being delivered (the filter never buffers responses).
+    pub response_chunk: Vec<u8>,
     pub grpc_receive_buffer: Vec<u8>,
     /// Clusters for which `proxy_grpc_call` succeeds; others get BadArgument, as in Envoy.
     pub known_clusters: Vec<String>,
@@ -210,6 +213,13 @@ impl ProxyWasmHost {
         action(self.call::<(i32, i32, i32), i32>("proxy_on_response_headers", (ctx as i32, n, 0))?)
     }
 
+    /// Delivers one response body chunk (streamed through, as Envoy does without buffering).
+    pub fn on_response_body(&mut self, ctx: u32, chunk: &[u8], end_of_stream: bool) -> Result<Action> {
+        self.state_mut().response_chunk = chunk.to_vec();
+        let size = chunk.len() as i32;
+        action(self.call::<(i32, i32, i32), i32>("proxy_on_response_body", (ctx as i32, size, end_of_stream as i32))?)
+    }
+
     /// Delivers a successful unary gRPC reply.
     pub fn grpc_reply(&mut self, ctx: u32, token: u32, message: &[u8]) -> Result<()> {
         self.state_mut().grpc_receive_buffer = message.to_vec();
@@ -344,6 +354,7 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         |mut c: Ctx<'_>, kind: i32, start: i32, max: i32, ptr_out: i32, size_out: i32| -> wasmtime::Result<i32> {
             let buffer = match kind {
                 BUFFER_HTTP_REQUEST_BODY => c.data().request_body.clone(),
+                BUFFER_HTTP_RESPONSE_BODY => c.data().response_chunk.clone(),
                 BUFFER_GRPC_RECEIVE => c.data().grpc_receive_buffer.clone(),
                 BUFFER_PLUGIN_CONFIGURATION => c.data().plugin_config.clone(),
                 BUFFER_VM_CONFIGURATION => Vec::new(),
