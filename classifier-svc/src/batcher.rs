@@ -1,13 +1,16 @@
 //! Dynamic batching: concurrent embedding requests are queued and run as one forward pass.
 //!
-//! One worker thread owns the model (tokenization and the forward pass stay off the async
-//! runtime). It takes the first waiting request, gathers more for up to `max_wait` or until
-//! `max_batch_size` texts, runs them as one padded batch and answers each request. The queue is
-//! bounded: when it is full, [`Batcher::embed`] fails at once with [`BatchError::QueueFull`].
+//! Worker threads each own a copy of the model (tokenization and the forward pass stay off the
+//! async runtime). A worker takes the first waiting request, gathers more for up to `max_wait`
+//! or until `max_batch_size` texts, runs them as one padded batch and answers each request.
+//! With several workers, one gathers the next batch while another runs its pass, so the host
+//! side of a batch (tokenizing, padding, copying results back) overlaps the model's work. The
+//! queue is bounded: when it is full, [`Batcher::embed`] fails at once with
+//! [`BatchError::QueueFull`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,51 +61,66 @@ struct Job<T> {
     reply: oneshot::Sender<Result<Vec<T>, BatchError>>,
 }
 
-/// Handle to the batching worker; cheap to clone.
+/// Handle to the batching workers; cheap to clone.
 pub struct Batcher<T = Vec<f32>> {
     tx: SyncSender<Job<T>>,
     depth: Arc<AtomicUsize>,
     observer: Arc<dyn BatchObserver>,
-    _worker: Arc<WorkerGuard>,
+    _workers: Arc<WorkerGuard>,
 }
 
-struct WorkerGuard(Option<JoinHandle<()>>);
+struct WorkerGuard(Vec<JoinHandle<()>>);
 
 impl Drop for WorkerGuard {
     fn drop(&mut self) {
-        // The worker ends once every sender is gone; it is not joined here to keep drops cheap
-        // on the async runtime.
-        let _ = self.0.take();
+        // The workers end once every sender is gone; they are not joined here to keep drops
+        // cheap on the async runtime.
+        self.0.clear();
     }
 }
 
 impl<T> Clone for Batcher<T> {
     fn clone(&self) -> Self {
-        Self { tx: self.tx.clone(), depth: self.depth.clone(), observer: self.observer.clone(), _worker: self._worker.clone() }
+        Self { tx: self.tx.clone(), depth: self.depth.clone(), observer: self.observer.clone(), _workers: self._workers.clone() }
     }
 }
 
 impl<T: Send + 'static> Batcher<T> {
+    /// One worker owning `embedder`.
     pub fn start<E: Embedder<T>>(
         embedder: E,
         settings: BatchSettings,
         observer: Arc<dyn BatchObserver>,
     ) -> Self {
+        Self::start_pool(vec![embedder], settings, observer)
+    }
+
+    /// One worker per embedder (each a copy of the model), sharing one bounded queue.
+    pub fn start_pool<E: Embedder<T>>(
+        embedders: Vec<E>,
+        settings: BatchSettings,
+        observer: Arc<dyn BatchObserver>,
+    ) -> Self {
+        assert!(!embedders.is_empty(), "a batcher needs at least one worker");
         let (tx, rx) = mpsc::sync_channel::<Job<T>>(settings.queue_capacity);
+        let rx = Arc::new(Mutex::new(rx));
         let depth = Arc::new(AtomicUsize::new(0));
-        let worker = {
-            let depth = depth.clone();
-            let observer = observer.clone();
-            std::thread::Builder::new()
-                .name("classifier-batcher".into())
-                .spawn(move || worker(embedder, rx, settings, depth, observer))
-                .expect("spawning the batcher thread")
-        };
+        let workers = embedders
+            .into_iter()
+            .enumerate()
+            .map(|(i, embedder)| {
+                let (rx, depth, observer, settings) = (rx.clone(), depth.clone(), observer.clone(), settings.clone());
+                std::thread::Builder::new()
+                    .name(format!("classifier-batcher-{i}"))
+                    .spawn(move || worker(embedder, &rx, settings, depth, observer))
+                    .expect("spawning a batcher thread")
+            })
+            .collect();
         Self {
             tx,
             depth,
             observer,
-            _worker: Arc::new(WorkerGuard(Some(worker))),
+            _workers: Arc::new(WorkerGuard(workers)),
         }
     }
 
@@ -135,7 +153,7 @@ impl<T: Send + 'static> Batcher<T> {
 
 fn worker<T, E: Embedder<T>>(
     mut embedder: E,
-    rx: mpsc::Receiver<Job<T>>,
+    rx: &Mutex<mpsc::Receiver<Job<T>>>,
     s: BatchSettings,
     depth: Arc<AtomicUsize>,
     observer: Arc<dyn BatchObserver>,
@@ -146,28 +164,35 @@ fn worker<T, E: Embedder<T>>(
         *n += job.texts.len();
         jobs.push(job);
     };
-    while let Ok(first) = rx.recv() {
-        let mut jobs = Vec::new();
-        let mut n = 0;
-        take(first, &mut jobs, &mut n);
-        let deadline = Instant::now() + s.max_wait;
-        while n < s.max_batch_size {
-            // Whatever is already queued joins without waiting; then wait out max_wait.
-            let next = match rx.try_recv() {
-                Ok(job) => Ok(job),
-                Err(_) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
+    loop {
+        // The worker holding the queue gathers one batch, then lets the next worker gather
+        // while it runs the pass.
+        let (jobs, n) = {
+            let rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let mut jobs = Vec::new();
+            let mut n = 0;
+            take(first, &mut jobs, &mut n);
+            let deadline = Instant::now() + s.max_wait;
+            while n < s.max_batch_size {
+                // Whatever is already queued joins without waiting; then wait out max_wait.
+                let next = match rx.try_recv() {
+                    Ok(job) => Ok(job),
+                    Err(_) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        rx.recv_timeout(deadline - now)
                     }
-                    rx.recv_timeout(deadline - now)
+                };
+                match next {
+                    Ok(job) => take(job, &mut jobs, &mut n),
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
                 }
-            };
-            match next {
-                Ok(job) => take(job, &mut jobs, &mut n),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
             }
-        }
+            (jobs, n)
+        };
         run(&mut embedder, jobs, n, &s, observer.as_ref());
     }
 }

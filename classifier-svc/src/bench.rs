@@ -201,13 +201,13 @@ pub mod load {
     }
 
     /// Clients over `connections` HTTP/2 connections, used round robin.
-    pub async fn connect(addr: &str, connections: usize) -> Result<Vec<ClassifierClient<Channel>>> {
+    pub fn connect(addr: &str, connections: usize) -> Result<Vec<ClassifierClient<Channel>>> {
         let mut out = Vec::new();
         for _ in 0..connections.max(1) {
-            let ch = Channel::from_shared(addr.to_string())?
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {addr}"))?;
+            // Lazy: the server may still be starting; `wait_ready` retries until it answers.
+            let ch = Channel::from_shared(addr.to_string())
+                .with_context(|| format!("server address {addr}"))?
+                .connect_lazy();
             out.push(ClassifierClient::new(ch));
         }
         Ok(out)

@@ -145,6 +145,9 @@ pub struct BatchingConfig {
     pub max_wait_micros: u64,
     /// Requests waiting beyond this many are refused with RESOURCE_EXHAUSTED.
     pub queue_capacity: usize,
+    /// Model workers, each with its own copy of the embedding model: while one runs a pass,
+    /// the next gathers and tokenizes its batch.
+    pub workers: usize,
 }
 
 impl Default for BatchingConfig {
@@ -153,6 +156,7 @@ impl Default for BatchingConfig {
             max_batch_size: 32,
             max_wait_micros: 1000,
             queue_capacity: 256,
+            workers: 1,
         }
     }
 }
@@ -507,6 +511,9 @@ impl Config {
 
     pub fn validate(&mut self) -> Result<()> {
         crate::telemetry::validate(&self.observability.tracing)?;
+        if !(1..=64).contains(&self.batching.workers) {
+            bail!("batching.workers: must be between 1 and 64, got {}", self.batching.workers);
+        }
         let sc = &self.semantic_cache;
         if !(0.0..=1.0).contains(&sc.similarity_threshold) {
             bail!("semantic_cache.similarity_threshold: must be in [0, 1], got {}", sc.similarity_threshold);

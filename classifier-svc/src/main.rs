@@ -218,7 +218,7 @@ async fn main() -> Result<()> {
         Command::Loadgen { addr, seconds, concurrency, fractions, rates, connections, wait } => {
             use classifier_svc::bench::load;
             let prompts = bench::prompts();
-            let mut clients = load::connect(&addr, connections).await?;
+            let mut clients = load::connect(&addr, connections)?;
             load::wait_ready(&mut clients[0], Duration::from_secs_f64(wait)).await?;
             let dur = Duration::from_secs_f64(seconds);
             // A short warm-up so connection set-up is not measured.

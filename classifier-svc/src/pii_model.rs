@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use tracing::warn;
 
-use crate::model::{Batch, LoadOptions, Model, Task};
+use crate::model::{LoadOptions, Model, Task};
 use crate::pii::{PiiMatch, EMAIL_ADDRESS, PHONE_NUMBER, PII_TYPES};
 
 /// Longest piece of text the model sees at once, in bytes. The model was trained on short
@@ -58,6 +58,9 @@ pub struct PiiTagger<B: Backend> {
     model: Model<B>,
     /// Per class index: the Presidio type, or `None` for the outside label.
     types: Vec<Option<&'static str>>,
+    /// GPU backends compile kernels per shape: batches are padded up to these sizes (with
+    /// empty texts) and sequences to the model's `seq_buckets`. Empty on the CPU.
+    batch_buckets: Vec<usize>,
 }
 
 impl<B: Backend> PiiTagger<B> {
@@ -83,14 +86,26 @@ impl<B: Backend> PiiTagger<B> {
         if !unknown.is_empty() {
             warn!(model = %dir.display(), labels = ?unknown, "PII labels with no known type are ignored");
         }
-        Ok(Self { model, types })
+        Ok(Self { model, types, batch_buckets: Vec::new() })
+    }
+
+    /// Pads batches to `batch_buckets` and sequences to `seq_buckets` (GPU backends).
+    pub fn with_buckets(mut self, batch_buckets: Vec<usize>, seq_buckets: Vec<usize>) -> Self {
+        self.batch_buckets = batch_buckets;
+        self.model.seq_buckets = seq_buckets;
+        self
     }
 
     /// Entity spans found in each text (byte ranges into that text).
     pub fn tag(&self, texts: &[String]) -> Result<Vec<Vec<PiiMatch>>> {
         let tokenized = self.model.tokenizer.encode_with_offsets(texts)?;
-        let ids: Vec<Vec<u32>> = tokenized.iter().map(|t| t.ids.clone()).collect();
-        let logits = self.model.token_logits(&Batch::new(&ids, self.model.pad_id)).context("PII model")?;
+        let mut ids: Vec<Vec<u32>> = tokenized.iter().map(|t| t.ids.clone()).collect();
+        let padded_size = crate::gpu::bucket_for(ids.len(), &self.batch_buckets);
+        if padded_size > ids.len() {
+            let empty = self.model.tokenizer.encode(&[""])?.remove(0);
+            ids.resize(padded_size, empty);
+        }
+        let logits = self.model.token_logits(&self.model.batch(&ids)).context("PII model")?;
         Ok(texts
             .iter()
             .zip(&tokenized)

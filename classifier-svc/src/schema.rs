@@ -25,6 +25,7 @@ pub const KNOWN: &[&str] = &[
     "batching.max_batch_size",
     "batching.max_wait_micros",
     "batching.queue_capacity",
+    "batching.workers",
     "classifier",
     "classifier.category_model",
     "classifier.category_model.model_id",

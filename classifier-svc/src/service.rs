@@ -124,11 +124,21 @@ impl Engine {
             queue_capacity: config.batching.queue_capacity,
         };
         let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
-        let batcher = Batcher::start(
-            move |texts: &[String]| crate::gpu::embed_bucketed(&model, texts, &batch_buckets),
-            settings,
-            metrics.clone(),
-        );
+        let mut models = vec![model];
+        for _ in 1..config.batching.workers {
+            let mut copy = Model::<B>::load(dir, &opts, &device)
+                .with_context(|| format!("bert_model.model_id: loading {}", dir.display()))?;
+            copy.seq_buckets = models[0].seq_buckets.clone();
+            models.push(copy);
+        }
+        let workers = models
+            .into_iter()
+            .map(|model| {
+                let buckets = batch_buckets.clone();
+                move |texts: &[String]| crate::gpu::embed_bucketed(&model, texts, &buckets)
+            })
+            .collect();
+        let batcher = Batcher::start_pool(workers, settings, metrics.clone());
         Ok(Self {
             batcher,
             router: RwLock::new(Arc::new(router)),
@@ -163,8 +173,14 @@ impl Engine {
             return Ok(None);
         }
         let t = Instant::now();
-        let tagger = crate::pii_model::PiiTagger::<B>::load(dir, device)
+        let mut tagger = crate::pii_model::PiiTagger::<B>::load(dir, device)
             .with_context(|| format!("classifier.pii_model.model_id: loading {}", dir.display()))?;
+        if config.bert_model.device != Device::Cpu {
+            // Windows are at most WINDOW_BYTES long: 256 tokens hold any of them.
+            let mut seq = config.server.warmup_seq_lens.clone();
+            seq.push(256);
+            tagger = tagger.with_buckets(crate::gpu::batch_buckets(settings.max_batch_size), seq);
+        }
         info!(model = %dir.display(), millis = t.elapsed().as_millis() as u64, "PII model loaded");
         Ok(Some(Batcher::start(move |texts: &[String]| tagger.tag(texts), settings.clone(), Arc::new(()))))
     }

@@ -177,6 +177,40 @@ async fn batched_results_equal_single_results() {
     }
 }
 
+/// With two workers, a pass blocked in one worker does not hold up the queue: the other worker
+/// serves the next batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_serves_while_one_worker_is_busy() {
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate_rx));
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let gate = gate.clone();
+            move |t: &[String]| {
+                if t[0] == "slow" {
+                    let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(10));
+                }
+                Ok(t.iter().map(|_| vec![w as f32]).collect())
+            }
+        })
+        .collect();
+    let batcher = Batcher::start_pool(
+        workers,
+        BatchSettings { max_batch_size: 1, max_wait: Duration::ZERO, queue_capacity: 8 },
+        Arc::new(()),
+    );
+    let slow = {
+        let b = batcher.clone();
+        tokio::spawn(async move { b.embed(vec!["slow".into()]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast = tokio::time::timeout(Duration::from_secs(2), batcher.embed(vec!["fast".into()])).await;
+    let fast = fast.expect("served while the other worker is blocked").unwrap();
+    gate_tx.send(()).unwrap();
+    let slow = slow.await.unwrap().unwrap();
+    assert_ne!(fast[0], slow[0], "the two requests ran on different workers");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_refused() {
     let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
