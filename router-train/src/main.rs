@@ -6,6 +6,7 @@
 //! router-train embed             # (optional) fill the embedding cache for all sets
 //! router-train train-category    # → models/category-head/
 //! router-train train-jailbreak   # → models/jailbreak-head/
+//! router-train finetune-category # → models/category-model/ (whole encoder fine-tuned)
 //! router-train eval              # → router-train/EVAL.md (and stdout)
 //! ```
 
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use router_train::{data, embed::Embedder, eval, train};
+use router_train::{data, embed::Embedder, eval, finetune, train};
 
 #[derive(Parser)]
 #[command(version, about = "Data, training and evaluation of the router's classifier heads")]
@@ -75,6 +76,29 @@ enum Cmd {
         #[arg(long, default_value = "models/jailbreak-head")]
         out: PathBuf,
     },
+    /// Fine-tune the whole encoder with a sequence-classification head on the category set;
+    /// writes an HF `BertForSequenceClassification` checkpoint the sidecar loads, evaluated
+    /// after reloading (validation split and peer cases) into `<out>/finetune-report.json`.
+    FinetuneCategory {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Pretrained BERT checkpoint (HF directory) to start from.
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        encoder: PathBuf,
+        /// Folder with the peer evaluation cases (evaluation only; skipped when absent).
+        #[arg(long, default_value = "../shared/eval/peer")]
+        peer_dir: PathBuf,
+        #[command(flatten)]
+        args: finetune::FinetuneArgs,
+    },
+    /// Copy an HF model directory with its f32 weights stored as f16 (half the size; loaders
+    /// read them back into f32).
+    F16Copy {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Evaluate both heads and the embedding-similarity baseline; writes a Markdown report.
     Eval {
         #[command(flatten)]
@@ -126,6 +150,11 @@ fn main() -> Result<()> {
             let mut e = embedder(&common)?;
             train::train_task(train::Task::Jailbreak, &dirs, &mut e, &common.encoder, &train, &out)
         }
+        Cmd::FinetuneCategory { data_dir, encoder, peer_dir, args } => {
+            let src = finetune::Sources { dirs: data::DataDirs::new(&data_dir), encoder, peer_dir };
+            finetune::run_category(&src, &args).map(|_| ())
+        }
+        Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;

@@ -220,10 +220,7 @@ pub fn train_task(task: Task, dirs: &DataDirs, embedder: &mut Embedder, encoder:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// The backend's RNG is global: tests that seed it and train run one at a time.
-    static SERIAL: Mutex<()> = Mutex::new(());
+    use crate::TEST_SERIAL as SERIAL;
 
     /// Three Gaussian blobs on separate axes, lightly overlapping.
     fn blobs(n: usize, seed: u64) -> Set {

@@ -1,0 +1,952 @@
+//! `router-train finetune-category`: fine-tunes the whole BERT encoder with a sequence
+//! classification head, generic over an autodiff backend (CPU, or CUDA with the `cuda` feature).
+//!
+//! The model is HF's `BertForSequenceClassification`: encoder → `[CLS]` hidden state → pooler
+//! (`tanh(dense)`) → dropout → linear classifier. That is the head the sidecar already serves
+//! (`Head::BertSequence`), so the output directory is a standard HF checkpoint that
+//! `classifier_svc::model::Model::load` reads as a sequence classifier, with the same logits
+//! as at training time.
+//!
+//! GPU backends compile kernels per tensor shape, so every training batch has the same shape
+//! `[batch_size, seq_len]` (token ids right-padded to `seq_len`, padding masked by an additive
+//! attention bias; the last partial batch of an epoch is dropped) and every evaluation batch
+//! too (a partial batch is filled with copies of its first text, whose outputs are discarded).
+//!
+//! Optimisation: AdamW (weight decay on all parameters), one learning rate for the encoder and a
+//! larger one for the head (pooler and classifier), linear warm-up then linear decay to zero,
+//! per-parameter gradient-norm clipping, class-balanced cross-entropy, shuffling from the seed.
+//! The final epoch's model is saved: nothing is selected on any evaluation result.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use burn::module::{AutodiffModule, Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{f16, Int, Tensor, TensorData};
+use classifier_svc::model::bert::{Bert, BertPooler};
+use classifier_svc::model::{Encoder, LoadOptions, Model, Task as ModelTask};
+use classifier_svc::tokenize::TextTokenizer;
+use classifier_svc::weights::Weights;
+use serde_json::{json, Value};
+
+use crate::data::DataDirs;
+use crate::metrics::{argmax, Confusion};
+use crate::text::Rng;
+use crate::train::{self, balanced_weights, Task};
+
+/// Additive attention bias of padded keys (finite, as in the sidecar).
+const MASKED: f32 = -1.0e30;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    /// Needs a build with the `cuda` feature.
+    Cuda,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassWeights {
+    /// `n / (k · count)` per class, as for the frozen-embedding heads.
+    Balanced,
+    None,
+}
+
+/// Float type of the saved `model.safetensors` (the sidecar loads both into f32).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveDtype {
+    F32,
+    /// Half the size; the logits of the saved model then differ slightly from the trained one.
+    F16,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct FinetuneArgs {
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    /// Peak learning rate of the encoder.
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    /// Peak learning rate of the head (pooler and classifier).
+    #[arg(long, default_value_t = 1e-3)]
+    pub head_lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f32,
+    /// Fraction of the steps with a linear warm-up (then linear decay to zero).
+    #[arg(long, default_value_t = 0.06)]
+    pub warmup: f64,
+    /// Texts per batch (training and evaluation).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Tokens per text, special tokens included: longer texts are truncated, shorter padded.
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Dropout before the classifier.
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    /// Clips each parameter's gradient to this L2 norm; 0 turns clipping off.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f32,
+    #[arg(long, value_enum, default_value_t = ClassWeights::Balanced)]
+    pub class_weights: ClassWeights,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Use only this many training examples (a seeded sample), for smoke tests.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Use only this many validation examples (a seeded sample), for smoke tests.
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    /// Progress line every this many steps.
+    #[arg(long, default_value_t = 50)]
+    pub log_every: usize,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// Output directory (an HF `BertForSequenceClassification` checkpoint).
+    #[arg(long, default_value = "models/category-model")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = SaveDtype::F32)]
+    pub save_dtype: SaveDtype,
+}
+
+impl FinetuneArgs {
+    /// Defaults, as on the command line.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: FinetuneArgs,
+        }
+        <P as clap::Parser>::parse_from(["finetune"]).a
+    }
+}
+
+/// Pooler, dropout and classifier on top of the encoder.
+#[derive(Module, Debug)]
+pub struct ClsHead<B: Backend> {
+    pub pooler: BertPooler<B>,
+    pub dropout: Dropout,
+    pub classifier: Linear<B>,
+}
+
+/// HF `BertForSequenceClassification`.
+#[derive(Module, Debug)]
+pub struct BertClassifier<B: Backend> {
+    pub bert: Bert<B>,
+    pub head: ClsHead<B>,
+}
+
+impl<B: Backend> BertClassifier<B> {
+    /// `input_ids` `[B, S]`, `bias` the additive `[B, 1, S, S]` padding bias → logits `[B, K]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, bias: Tensor<B, 4>) -> Tensor<B, 2> {
+        let hidden = self.bert.forward(input_ids, Some(bias));
+        let h = &self.head;
+        h.classifier.forward(h.dropout.forward(h.pooler.forward(hidden)))
+    }
+}
+
+/// A pretrained encoder with a new classification head, and what saving it needs.
+pub struct Pretrained<B: Backend> {
+    pub model: BertClassifier<B>,
+    /// The encoder's `config.json`.
+    pub config: Value,
+    pub tokenizer: TextTokenizer,
+    pub pad_id: u32,
+}
+
+/// Loads a BERT checkpoint (`BertModel` or `BertFor*`) from an HF directory and adds a pooler
+/// (the checkpoint's, else new) and a new classifier of `num_labels` outputs (normal(0, 0.02)
+/// weights, zero bias, as HF initialises it). Texts are truncated to `seq_len` tokens. Seed the
+/// backend first: the new weights come from its RNG.
+pub fn load_pretrained<B: Backend>(dir: &Path, num_labels: usize, dropout: f64, seq_len: usize, device: &B::Device) -> Result<Pretrained<B>> {
+    let opts = LoadOptions { max_len: Some(seq_len), task: Some(ModelTask::Embedding) };
+    let m = Model::<B>::load(dir, &opts, device).with_context(|| format!("loading the encoder from {}", dir.display()))?;
+    let Model { encoder, tokenizer, pad_id, hidden_size: h, .. } = m;
+    let Encoder::Bert(bert) = encoder else {
+        bail!("{}: fine-tuning needs a BERT checkpoint (model_type bert)", dir.display());
+    };
+    if tokenizer.max_len() < seq_len {
+        bail!("--seq-len {seq_len} is above the model's limit {}", tokenizer.max_len());
+    }
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let w = Weights::open(&dir.join("model.safetensors"))?.with_prefixes(&["bert.", ""]);
+    let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
+    let dense = if w.contains("pooler.dense.weight") {
+        w.linear("pooler.dense", h, h, true, device)?
+    } else {
+        eprintln!("[finetune] {}: no pooler weights, starting from a random pooler", dir.display());
+        zero_bias(LinearConfig::new(h, h).with_initializer(normal.clone()).init(device), device)
+    };
+    let classifier = zero_bias(LinearConfig::new(h, num_labels).with_initializer(normal).init(device), device);
+    let head = ClsHead { pooler: BertPooler { dense }, dropout: DropoutConfig::new(dropout).init(), classifier };
+    Ok(Pretrained { model: BertClassifier { bert, head }, config, tokenizer, pad_id })
+}
+
+fn zero_bias<B: Backend>(mut l: Linear<B>, device: &B::Device) -> Linear<B> {
+    let d = l.weight.val().dims()[1];
+    l.bias = Some(Param::from_tensor(Tensor::zeros([d], device)));
+    l
+}
+
+/// Token ids `[B, S]` (right-padded with `pad_id`) and the additive `[B, 1, S, S]` bias that
+/// masks the padding keys. Texts longer than `seq_len` are truncated.
+pub fn batch_tensors<B: Backend>(rows: &[&[u32]], seq_len: usize, pad_id: u32, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 4>) {
+    let (b, s) = (rows.len(), seq_len);
+    let mut ids = Vec::with_capacity(b * s);
+    let mut bias = vec![0f32; b * s * s];
+    for (n, r) in rows.iter().enumerate() {
+        let len = r.len().min(s);
+        ids.extend(r[..len].iter().map(|&t| t as i64));
+        ids.extend(std::iter::repeat_n(pad_id as i64, s - len));
+        // An empty row (the tokenizer never gives one) still attends to one key.
+        let keys = len.max(1);
+        for i in 0..s {
+            bias[(n * s + i) * s + keys..(n * s + i + 1) * s].fill(MASKED);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(ids, [b, s]), device),
+        Tensor::from_data(TensorData::new(bias, [b, 1, s, s]), device),
+    )
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow!("reading a tensor back: {e:?}"))
+}
+
+/// Logits of each token sequence, in batches of exactly `batch_size` × `seq_len`.
+pub fn logits<B: Backend>(model: &BertClassifier<B>, encs: &[Vec<u32>], batch_size: usize, seq_len: usize, pad_id: u32, device: &B::Device) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(encs.len());
+    for chunk in encs.chunks(batch_size.max(1)) {
+        let mut rows: Vec<&[u32]> = chunk.iter().map(|e| e.as_slice()).collect();
+        rows.resize(batch_size.max(chunk.len()), chunk[0].as_slice());
+        let (ids, bias) = batch_tensors::<B>(&rows, seq_len, pad_id, device);
+        let l = model.forward(ids, bias);
+        let k = l.dims()[1];
+        out.extend(host(l)?.chunks_exact(k).take(chunk.len()).map(|c| c.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Tokenized examples with class indices.
+#[derive(Debug, Clone, Default)]
+pub struct Encoded {
+    pub ids: Vec<Vec<u32>>,
+    pub y: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub loss: f64,
+    pub val_accuracy: f64,
+    pub val_macro_f1: f64,
+    /// Wall-clock seconds since the start, evaluation included.
+    pub seconds: f64,
+    /// Seconds spent in training steps since the start (evaluation excluded).
+    pub train_seconds: f64,
+}
+
+/// Learning-rate factor of optimiser step `t` (0-based) of `total`: linear warm-up over
+/// `warmup` steps (the first step already above zero), then linear decay to zero.
+pub fn lr_factor(t: usize, total: usize, warmup: usize) -> f64 {
+    if t < warmup {
+        (t + 1) as f64 / warmup as f64
+    } else {
+        (total - t) as f64 / (total - warmup).max(1) as f64
+    }
+}
+
+/// Accuracy and macro-F1 of logits against classes.
+pub fn score(logits: &[Vec<f32>], y: &[usize], k: usize) -> Confusion {
+    let pred: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+    Confusion::new(k, y, &pred)
+}
+
+/// Fine-tunes `model` on `train`; validation metrics after every epoch. Returns the final
+/// (inference) model and the per-epoch log.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B: AutodiffBackend>(
+    model: BertClassifier<B>,
+    train: &Encoded,
+    val: &Encoded,
+    num_labels: usize,
+    pad_id: u32,
+    args: &FinetuneArgs,
+    device: &B::Device,
+    log: bool,
+) -> Result<(BertClassifier<B::InnerBackend>, Vec<EpochLog>)> {
+    let bs = args.batch_size;
+    if bs == 0 || train.ids.len() < bs {
+        bail!("{} training examples: fewer than one batch of {bs}", train.ids.len());
+    }
+    let per_epoch = train.ids.len() / bs;
+    let total = per_epoch * args.epochs;
+    let warmup = ((total as f64 * args.warmup).ceil() as usize).min(total);
+    let adamw = || {
+        let c = AdamWConfig::new().with_weight_decay(args.weight_decay).with_epsilon(1e-8);
+        if args.clip_norm > 0.0 { c.with_grad_clipping(Some(GradientClippingConfig::Norm(args.clip_norm))) } else { c }
+    };
+    let mut opt_enc = adamw().init::<B, Bert<B>>();
+    let mut opt_head = adamw().init::<B, ClsHead<B>>();
+    let weights = match args.class_weights {
+        ClassWeights::Balanced => Some(balanced_weights(&train.y, num_labels)),
+        ClassWeights::None => None,
+    };
+    let loss_fn = CrossEntropyLossConfig::new().with_weights(weights).init::<B>(device);
+    if log {
+        eprintln!(
+            "[finetune] {} train / {} validation examples, batch {bs} × {} tokens, {per_epoch} steps/epoch, {total} steps ({warmup} warm-up), lr {} (head {}), seed {}",
+            train.ids.len(), val.ids.len(), args.seq_len, args.lr, args.head_lr, args.seed
+        );
+    }
+    let mut model = model;
+    let mut rng = Rng::new(args.seed);
+    let mut order: Vec<usize> = (0..train.ids.len()).collect();
+    let mut history = Vec::new();
+    let start = Instant::now();
+    let mut step = 0usize;
+    let mut train_seconds = 0f64;
+    let (mut window_start, mut window_steps) = (Instant::now(), 0usize);
+    let mut window_loss: Option<Tensor<B::InnerBackend, 1>> = None;
+    for epoch in 1..=args.epochs {
+        rng.shuffle(&mut order);
+        let mut epoch_loss: Option<Tensor<B::InnerBackend, 1>> = None;
+        let epoch_start = Instant::now();
+        for chunk in order.chunks_exact(bs) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| train.ids[i].as_slice()).collect();
+            let (ids, bias) = batch_tensors::<B>(&rows, args.seq_len, pad_id, device);
+            let y: Vec<i64> = chunk.iter().map(|&i| train.y[i] as i64).collect();
+            let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [bs]), device);
+            let loss = loss_fn.forward(model.forward(ids, bias), y);
+            let mut grads = loss.backward();
+            let g_enc = GradientsParams::from_module(&mut grads, &model.bert);
+            let g_head = GradientsParams::from_module(&mut grads, &model.head);
+            let f = lr_factor(step, total, warmup);
+            let BertClassifier { bert, head } = model;
+            model = BertClassifier {
+                bert: opt_enc.step(args.lr * f, bert, g_enc),
+                head: opt_head.step(args.head_lr * f, head, g_head),
+            };
+            // Loss values stay on the device until a progress line needs them (no per-step sync).
+            let l = loss.inner();
+            epoch_loss = Some(epoch_loss.map_or(l.clone(), |s| s + l.clone()));
+            window_loss = Some(window_loss.map_or(l.clone(), |s| s + l));
+            step += 1;
+            window_steps += 1;
+            if log && args.log_every > 0 && (step.is_multiple_of(args.log_every) || step == total) {
+                let mean = host(window_loss.take().unwrap())?[0] as f64 / window_steps as f64;
+                if !mean.is_finite() {
+                    bail!("loss is {mean} at step {step}");
+                }
+                let rate = window_steps as f64 / window_start.elapsed().as_secs_f64();
+                eprintln!(
+                    "[finetune] step {step:>5}/{total}  epoch {epoch}  loss {mean:.4}  lr {:.2e}  {rate:.2} steps/s  ({:.0}s)",
+                    args.lr * f, start.elapsed().as_secs_f64()
+                );
+                (window_start, window_steps) = (Instant::now(), 0);
+            }
+        }
+        let loss = host(epoch_loss.expect("at least one batch"))?[0] as f64 / per_epoch as f64;
+        if !loss.is_finite() {
+            bail!("epoch {epoch}: loss is {loss}");
+        }
+        // The loss read-back above waited for the epoch's last step.
+        train_seconds += epoch_start.elapsed().as_secs_f64();
+        let (val_accuracy, val_macro_f1) = if val.ids.is_empty() {
+            (0.0, 0.0)
+        } else {
+            let l = logits(&model.valid(), &val.ids, bs, args.seq_len, pad_id, device)?;
+            let c = score(&l, &val.y, num_labels);
+            (c.accuracy(), c.macro_f1())
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        if log {
+            eprintln!(
+                "[finetune] epoch {epoch}/{}  train loss {loss:.4}  val accuracy {val_accuracy:.4}  val macro-F1 {val_macro_f1:.4}  ({:.3} s/step; {seconds:.0}s)",
+                args.epochs, train_seconds / step as f64
+            );
+        }
+        history.push(EpochLog { epoch, loss, val_accuracy, val_macro_f1, seconds, train_seconds });
+        window_start = Instant::now();
+    }
+    Ok((model.valid(), history))
+}
+
+// ------------------------------------------------------------------------------ saving
+
+/// PyTorch `nn.Linear` layout `[out, in]` of burn's `[in, out]` weight.
+fn transpose(w: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
+    let mut t = vec![0f32; w.len()];
+    for i in 0..d_in {
+        for o in 0..d_out {
+            t[o * d_in + i] = w[i * d_out + o];
+        }
+    }
+    t
+}
+
+type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn push_linear<B: Backend>(out: &mut Named, name: &str, l: &Linear<B>) -> Result<()> {
+    let [d_in, d_out] = l.weight.val().dims();
+    out.push((format!("{name}.weight"), vec![d_out, d_in], transpose(&host(l.weight.val())?, d_in, d_out)));
+    let b = match &l.bias {
+        Some(b) => host(b.val())?,
+        None => vec![0f32; d_out],
+    };
+    out.push((format!("{name}.bias"), vec![d_out], b));
+    Ok(())
+}
+
+fn push_norm<B: Backend>(out: &mut Named, name: &str, n: &burn::nn::LayerNorm<B>) -> Result<()> {
+    let g = host(n.gamma.val())?;
+    let d = g.len();
+    out.push((format!("{name}.weight"), vec![d], g));
+    let b = match &n.beta {
+        Some(b) => host(b.val())?,
+        None => vec![0f32; d],
+    };
+    out.push((format!("{name}.bias"), vec![d], b));
+    Ok(())
+}
+
+/// The model's tensors under HF `BertForSequenceClassification` names, PyTorch layouts.
+pub fn hf_tensors<B: Backend>(model: &BertClassifier<B>) -> Result<Named> {
+    let mut out = Named::new();
+    let e = &model.bert.embeddings;
+    for (name, emb) in [("word", &e.word), ("position", &e.position), ("token_type", &e.token_type)] {
+        let dims = emb.weight.val().dims();
+        out.push((format!("bert.embeddings.{name}_embeddings.weight"), dims.to_vec(), host(emb.weight.val())?));
+    }
+    push_norm(&mut out, "bert.embeddings.LayerNorm", &e.norm)?;
+    for (i, layer) in model.bert.layers.iter().enumerate() {
+        let p = format!("bert.encoder.layer.{i}");
+        // The fused `[H, 3H]` QKV linear back to HF's three `[H, H]` ones.
+        let [h, h3] = layer.qkv.weight.val().dims();
+        let w = host(layer.qkv.weight.val())?;
+        let b = match &layer.qkv.bias {
+            Some(b) => host(b.val())?,
+            None => vec![0f32; h3],
+        };
+        for (n, part) in ["query", "key", "value"].iter().enumerate() {
+            let mut t = vec![0f32; h * h];
+            for o in 0..h {
+                for i in 0..h {
+                    t[o * h + i] = w[i * h3 + n * h + o];
+                }
+            }
+            out.push((format!("{p}.attention.self.{part}.weight"), vec![h, h], t));
+            out.push((format!("{p}.attention.self.{part}.bias"), vec![h], b[n * h..(n + 1) * h].to_vec()));
+        }
+        push_linear(&mut out, &format!("{p}.attention.output.dense"), &layer.attn_out)?;
+        push_norm(&mut out, &format!("{p}.attention.output.LayerNorm"), &layer.attn_norm)?;
+        push_linear(&mut out, &format!("{p}.intermediate.dense"), &layer.intermediate)?;
+        push_linear(&mut out, &format!("{p}.output.dense"), &layer.output)?;
+        push_norm(&mut out, &format!("{p}.output.LayerNorm"), &layer.out_norm)?;
+    }
+    push_linear(&mut out, "bert.pooler.dense", &model.head.pooler.dense)?;
+    push_linear(&mut out, "classifier", &model.head.classifier)?;
+    Ok(out)
+}
+
+/// Writes a safetensors file (little-endian, header padded to 8 bytes, `format: pt`).
+pub fn write_safetensors(path: &Path, tensors: &Named, dtype: SaveDtype) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({ "format": "pt" }));
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape, values) in tensors {
+        if shape.iter().product::<usize>() != values.len() {
+            bail!("tensor {name}: shape {shape:?} does not hold {} values", values.len());
+        }
+        let start = data.len();
+        let tag = match dtype {
+            SaveDtype::F32 => {
+                data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                "F32"
+            }
+            SaveDtype::F16 => {
+                data.extend(values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()));
+                "F16"
+            }
+        };
+        header.insert(name.clone(), json!({ "dtype": tag, "shape": shape, "data_offsets": [start, data.len()] }));
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header))?;
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut bytes = Vec::with_capacity(8 + h.len() + data.len());
+    bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&h);
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Copies an HF model directory with every F32 tensor of `model.safetensors` stored as F16
+/// (other tensors, e.g. integer buffers, and all other files unchanged): half the size, and
+/// the sidecar and [`load_pretrained`] read it back into f32.
+pub fn f16_copy(from: &Path, to: &Path) -> Result<()> {
+    let src = from.join("model.safetensors");
+    let bytes = std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| anyhow!("{} is too short", src.display()))?.try_into()?) as usize;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(bytes.get(8..8 + n).ok_or_else(|| anyhow!("{}: bad header", src.display()))?)?;
+    let body = &bytes[8 + n..];
+    let mut entries: Vec<(&String, &Value)> = header.iter().filter(|(k, _)| *k != "__metadata__").collect();
+    entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap_or(0));
+    let mut out_header = serde_json::Map::new();
+    if let Some(m) = header.get("__metadata__") {
+        out_header.insert("__metadata__".into(), m.clone());
+    }
+    let mut data: Vec<u8> = Vec::with_capacity(body.len() / 2);
+    for (name, v) in entries {
+        let (a, b) = (v["data_offsets"][0].as_u64(), v["data_offsets"][1].as_u64());
+        let (Some(a), Some(b)) = (a, b) else { bail!("{}: tensor {name} has no data_offsets", src.display()) };
+        let raw = body.get(a as usize..b as usize).ok_or_else(|| anyhow!("{}: tensor {name} lies outside the file", src.display()))?;
+        let start = data.len();
+        let mut entry = v.clone();
+        if v["dtype"] == "F32" {
+            data.extend(raw.chunks_exact(4).flat_map(|c| f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()));
+            entry["dtype"] = json!("F16");
+        } else {
+            data.extend_from_slice(raw);
+        }
+        entry["data_offsets"] = json!([start, data.len()]);
+        out_header.insert(name.clone(), entry);
+    }
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mut h = serde_json::to_vec(&Value::Object(out_header))?;
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut file = Vec::with_capacity(8 + h.len() + data.len());
+    file.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&data);
+    std::fs::write(to.join("model.safetensors"), file)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Files of the encoder directory copied beside the weights (those present).
+const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
+
+/// Writes `dir` as an HF `BertForSequenceClassification` checkpoint: `config.json` (the
+/// encoder's, with `architectures`, `id2label` and `label2id`), `model.safetensors` and the
+/// encoder's tokenizer files.
+pub fn save_hf<B: Backend>(model: &BertClassifier<B>, encoder_config: &Value, labels: &[String], encoder_dir: &Path, dir: &Path, dtype: SaveDtype, dropout: f64) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cfg = encoder_config.clone();
+    let obj = cfg.as_object_mut().ok_or_else(|| anyhow!("encoder config.json is not an object"))?;
+    obj.insert("architectures".into(), json!(["BertForSequenceClassification"]));
+    obj.insert("id2label".into(), Value::Object(labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect()));
+    obj.insert("label2id".into(), Value::Object(labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect()));
+    obj.insert("problem_type".into(), json!("single_label_classification"));
+    obj.insert("classifier_dropout".into(), json!(dropout));
+    obj.insert("torch_dtype".into(), json!(match dtype { SaveDtype::F32 => "float32", SaveDtype::F16 => "float16" }));
+    obj.remove("dtype");
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)? + "\n")?;
+    write_safetensors(&dir.join("model.safetensors"), &hf_tensors(model)?, dtype)?;
+    for f in TOKENIZER_FILES {
+        let src = encoder_dir.join(f);
+        if src.exists() {
+            std::fs::copy(&src, dir.join(f)).with_context(|| format!("cannot copy {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------ the command
+
+/// Sequence-classification logits of `texts` by a saved checkpoint loaded as the sidecar
+/// loads it, in fixed-shape batches (`batch_size` texts, padded with empty ones; `seq_len`
+/// tokens).
+pub fn classify_saved<B: Backend>(model: &mut Model<B>, texts: &[String], batch_size: usize, seq_len: usize) -> Result<Vec<Vec<f32>>> {
+    model.seq_buckets = vec![seq_len];
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch_size.max(1)) {
+        let mut batch: Vec<&str> = chunk.iter().map(|t| t.as_str()).collect();
+        batch.resize(batch_size.max(chunk.len()), "");
+        let mut l = model.classify(&batch)?;
+        l.truncate(chunk.len());
+        out.extend(l);
+    }
+    Ok(out)
+}
+
+fn sample<T>(v: Vec<T>, limit: Option<usize>, seed: u64) -> Vec<T> {
+    match limit {
+        Some(n) if n < v.len() => {
+            let mut idx: Vec<usize> = (0..v.len()).collect();
+            Rng::new(seed ^ 0x5eed).shuffle(&mut idx);
+            idx.truncate(n);
+            idx.sort_unstable();
+            let mut keep = vec![false; v.len()];
+            for i in idx {
+                keep[i] = true;
+            }
+            v.into_iter().zip(keep).filter(|(_, k)| *k).map(|(x, _)| x).collect()
+        }
+        _ => v,
+    }
+}
+
+/// Where the command reads from.
+pub struct Sources {
+    pub dirs: DataDirs,
+    pub encoder: PathBuf,
+    pub peer_dir: PathBuf,
+}
+
+fn metrics_json(c: &Confusion) -> Value {
+    json!({ "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1() })
+}
+
+/// `finetune-category` on the backend chosen by `--device`.
+pub fn run_category(src: &Sources, args: &FinetuneArgs) -> Result<Value> {
+    match args.device {
+        DeviceKind::Cpu => run_category_on::<burn::backend::Autodiff<burn::backend::Flex>>(src, args, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            classifier_svc::gpu::probe()?;
+            classifier_svc::gpu::configure_cubecl();
+            run_category_on::<burn::backend::Autodiff<burn::backend::Cuda>>(src, args, burn::backend::cuda::CudaDevice::default())
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => bail!("--device cuda needs router-train built with `--features cuda`"),
+    }
+}
+
+/// Fine-tunes, saves, reloads the saved directory as the sidecar does and evaluates it on the
+/// validation split and the peer cases; writes `<out>/finetune-report.json` and returns it.
+pub fn run_category_on<B: AutodiffBackend>(src: &Sources, args: &FinetuneArgs, device: B::Device) -> Result<Value> {
+    let t0 = Instant::now();
+    let labels = train::labels(Task::Category);
+    let k = labels.len();
+    B::seed(&device, args.seed);
+    let pre = load_pretrained::<B>(&src.encoder, k, args.dropout, args.seq_len, &device)?;
+    let examples = train::examples(Task::Category, &src.dirs)?;
+    let (val_ex, train_ex): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.split == "validation");
+    let train_ex = sample(train_ex, args.limit, args.seed);
+    let val_ex = sample(val_ex, args.val_limit, args.seed);
+    let encode = |ex: &[crate::data::Example]| -> Result<Encoded> {
+        let texts: Vec<&str> = ex.iter().map(|e| e.text.as_str()).collect();
+        let y = ex
+            .iter()
+            .map(|e| labels.iter().position(|l| *l == e.label).ok_or_else(|| anyhow!("unknown category `{}`", e.label)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoded { ids: pre.tokenizer.encode(&texts)?, y })
+    };
+    let (train_set, val_set) = (encode(&train_ex)?, encode(&val_ex)?);
+    let truncated = train_set.ids.iter().filter(|e| e.len() >= args.seq_len).count();
+    eprintln!(
+        "[finetune] encoder {} on {:?}; {truncated} of {} training texts reach {} tokens (truncated)",
+        src.encoder.display(), args.device, train_set.ids.len(), args.seq_len
+    );
+    let Pretrained { model, config, pad_id, .. } = pre;
+    let (model, history) = fit::<B>(model, &train_set, &val_set, k, pad_id, args, &device, true)?;
+    let fit_seconds = t0.elapsed().as_secs_f64();
+
+    save_hf(&model, &config, &labels, &src.encoder, &args.out, args.save_dtype, args.dropout)?;
+    eprintln!("[finetune] wrote {}", args.out.display());
+
+    // The saved directory, loaded the way the sidecar loads it.
+    let inner_device = device.clone();
+    let opts = LoadOptions { max_len: Some(args.seq_len), task: Some(ModelTask::SequenceClassification) };
+    let mut saved = Model::<B::InnerBackend>::load(&args.out, &opts, &inner_device)?;
+    if saved.labels != labels {
+        bail!("the saved labels {:?} differ from the training labels", saved.labels);
+    }
+    let val_texts: Vec<String> = val_ex.iter().map(|e| e.text.clone()).collect();
+    let val_logits = classify_saved(&mut saved, &val_texts, args.batch_size, args.seq_len)?;
+    let c_val = score(&val_logits, &val_set.y, k);
+    // Same texts through the in-memory model: the saved one must give the same logits.
+    let n_check = val_set.ids.len().min(4 * args.batch_size);
+    let mem = logits(&model, &val_set.ids[..n_check], args.batch_size, args.seq_len, pad_id, &inner_device)?;
+    let max_diff = mem.iter().flatten().zip(val_logits[..n_check].iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let tolerance = match args.save_dtype { SaveDtype::F32 => 1e-3, SaveDtype::F16 => 0.5 };
+    if max_diff > tolerance {
+        bail!("the reloaded model's logits differ from the trained model's by up to {max_diff}");
+    }
+    eprintln!("[finetune] reloaded {}: max |Δlogit| vs the trained model {max_diff:.2e} on {n_check} validation texts", args.out.display());
+
+    let peer = if src.peer_dir.join("domain_classify_cases.json").exists() {
+        let p = crate::eval::Peer::load(&src.peer_dir)?;
+        let y = p
+            .domain
+            .iter()
+            .map(|(_, c)| labels.iter().position(|l| l == c).ok_or_else(|| anyhow!("unknown peer category `{c}`")))
+            .collect::<Result<Vec<_>>>()?;
+        let texts: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
+        Some(score(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len)?, &y, k))
+    } else {
+        eprintln!("[finetune] no peer cases under {}: peer evaluation skipped", src.peer_dir.display());
+        None
+    };
+
+    let last = history.last().expect("at least one epoch");
+    println!("fine-tuned category model ({}):", args.out.display());
+    println!("  val   n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c_val.total(), c_val.accuracy(), c_val.macro_f1());
+    if let Some(c) = &peer {
+        println!("  peer  n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c.total(), c.accuracy(), c.macro_f1());
+    }
+    let steps = history.len() * (train_set.ids.len() / args.batch_size);
+    let report = json!({
+        "model": args.out.display().to_string(),
+        "encoder": src.encoder.file_name().and_then(|n| n.to_str()).unwrap_or("encoder"),
+        "architecture": "BertForSequenceClassification",
+        "device": format!("{:?}", args.device).to_lowercase(),
+        "labels": labels,
+        "train_examples": train_set.ids.len(),
+        "validation_examples": val_set.ids.len(),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "lr_encoder": args.lr,
+        "lr_head": args.head_lr,
+        "weight_decay": format!("{}", args.weight_decay).parse::<f64>().unwrap_or_default(),
+        "warmup_fraction": args.warmup,
+        "dropout": args.dropout,
+        "clip_norm": args.clip_norm,
+        "class_weights": format!("{:?}", args.class_weights).to_lowercase(),
+        "seed": args.seed,
+        "limit": args.limit,
+        "val_limit": args.val_limit,
+        "save_dtype": format!("{:?}", args.save_dtype).to_lowercase(),
+        "steps": steps,
+        "wall_seconds_to_trained": fit_seconds,
+        "train_step_seconds": last.train_seconds,
+        "steps_per_second": steps as f64 / last.train_seconds.max(1e-9),
+        "history": history.iter().map(|h| json!({ "epoch": h.epoch, "train_loss": h.loss, "val_accuracy": h.val_accuracy, "val_macro_f1": h.val_macro_f1, "seconds": h.seconds, "train_seconds": h.train_seconds })).collect::<Vec<_>>(),
+        "final_epoch_val_accuracy": last.val_accuracy,
+        "reload_max_abs_logit_diff": max_diff,
+        "val": metrics_json(&c_val),
+        "peer": peer.as_ref().map(metrics_json),
+    });
+    let path = args.out.join("finetune-report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("[finetune] wrote {} ({:.0}s in all)", path.display(), t0.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use classifier_svc::model::Task as ModelTask;
+
+    type B = Autodiff<Flex>;
+
+    /// Tiny random BERT (2 layers, hidden 32, vocabulary of 125) with a pooler, saved HF-style.
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../classifier-svc/fixtures/bert-seq")
+    }
+
+    const KEYWORDS: [&[&str]; 3] = [
+        &["law", "contract", "war", "history", "state"],
+        &["cell", "energy", "quantum", "physics", "biology"],
+        &["code", "rust", "market", "price", "model"],
+    ];
+    const FILLER: &[&str] = &["the", "is", "what", "of", "a", "an", "how", "do", "i", "write", "in", "and", "or", "to", "for", "with", "hello", "world"];
+
+    /// Filler words with one class keyword at a random place; classes in turn.
+    fn texts(n: usize, seed: u64) -> (Vec<String>, Vec<usize>) {
+        let mut rng = Rng::new(seed);
+        let mut out = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let c = i % 3;
+            let mut w: Vec<&str> = (0..4 + rng.below(4)).map(|_| FILLER[rng.below(FILLER.len())]).collect();
+            let kw = KEYWORDS[c][rng.below(KEYWORDS[c].len())];
+            w.insert(rng.below(w.len() + 1), kw);
+            out.0.push(w.join(" "));
+            out.1.push(c);
+        }
+        out
+    }
+
+    fn args() -> FinetuneArgs {
+        let mut a = FinetuneArgs::defaults();
+        a.epochs = 12;
+        a.lr = 1e-3;
+        a.head_lr = 3e-3;
+        a.batch_size = 8;
+        a.seq_len = 16;
+        a.warmup = 0.1;
+        a.seed = 7;
+        a
+    }
+
+    fn labels() -> Vec<String> {
+        ["a", "b", "c"].iter().map(|s| s.to_string()).collect()
+    }
+
+    fn setup(seed: u64) -> (Pretrained<B>, Encoded, Encoded, Vec<String>) {
+        let device = Default::default();
+        B::seed(&device, seed);
+        let pre = load_pretrained::<B>(&fixture(), 3, 0.1, 16, &device).unwrap();
+        let (tt, ty) = texts(96, 1);
+        let (vt, vy) = texts(48, 2);
+        let train = Encoded { ids: pre.tokenizer.encode(&tt).unwrap(), y: ty };
+        let val = Encoded { ids: pre.tokenizer.encode(&vt).unwrap(), y: vy };
+        (pre, train, val, vt)
+    }
+
+    fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn fine_tuning_converges_and_the_saved_checkpoint_reloads_identically() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let (pre, train, val, val_texts) = setup(3);
+        let Pretrained { model, config, pad_id, .. } = pre;
+        let before = score(&logits(&model.valid(), &val.ids, 8, 16, pad_id, &device).unwrap(), &val.y, 3).accuracy();
+        let (model, log) = fit::<B>(model, &train, &val, 3, pad_id, &args(), &device, false).unwrap();
+        let losses: Vec<f64> = log.iter().map(|l| l.loss).collect();
+        assert!(losses.last().unwrap() < &(losses[0] * 0.5), "loss {losses:?}");
+        let after = log.last().unwrap().val_accuracy;
+        // Chance is 1/3; a frozen encoder (lr 0) stays there with this random fixture.
+        assert!(after > 0.6, "validation accuracy {before} before, {after} after ({losses:?})");
+
+        let dir = std::env::temp_dir().join(format!("router-train-finetune-{}", std::process::id()));
+        save_hf(&model, &config, &labels(), &fixture(), &dir, SaveDtype::F32, 0.1).unwrap();
+        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["architectures"], json!(["BertForSequenceClassification"]));
+        assert_eq!(cfg["id2label"], json!({ "0": "a", "1": "b", "2": "c" }));
+        assert_eq!(cfg["label2id"], json!({ "a": 0, "b": 1, "c": 2 }));
+        assert!(dir.join("tokenizer.json").exists());
+
+        // Loaded as the sidecar loads it: the task comes from `architectures`.
+        let opts = LoadOptions { max_len: Some(16), task: None };
+        let mut saved = Model::<Flex>::load(&dir, &opts, &device).unwrap();
+        assert_eq!(saved.task, ModelTask::SequenceClassification);
+        assert_eq!(saved.labels, labels());
+        let trained = logits(&model, &val.ids, 8, 16, pad_id, &device).unwrap();
+        // Padded to the longest text of each call (the sidecar on CPU) ...
+        let reloaded = saved.classify(&val_texts).unwrap();
+        let d = max_diff(&trained, &reloaded);
+        assert!(d <= 1e-5, "max |Δlogit| {d}");
+        // ... and in fixed-shape batches (the sidecar on GPU, and the command's evaluation).
+        let d = max_diff(&trained, &classify_saved(&mut saved, &val_texts, 8, 16).unwrap());
+        assert!(d <= 1e-5, "max |Δlogit| {d}");
+
+        // f16 weights: half the file, logits close.
+        let dir16 = dir.with_extension("f16");
+        save_hf(&model, &config, &labels(), &fixture(), &dir16, SaveDtype::F16, 0.1).unwrap();
+        let data_bytes = |d: &Path| {
+            let b = std::fs::read(d.join("model.safetensors")).unwrap();
+            b.len() - 8 - u64::from_le_bytes(b[..8].try_into().unwrap()) as usize
+        };
+        assert_eq!(data_bytes(&dir16) * 2, data_bytes(&dir));
+        let half = Model::<Flex>::load(&dir16, &opts, &device).unwrap().classify(&val_texts).unwrap();
+        let d = max_diff(&trained, &half);
+        assert!(d < 0.05, "f16 max |Δlogit| {d}");
+        std::fs::remove_dir_all(&dir).ok();
+        std::fs::remove_dir_all(&dir16).ok();
+    }
+
+    #[test]
+    fn training_is_deterministic() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let mut a = args();
+        a.epochs = 2;
+        let run = || {
+            let (pre, train, val, _) = setup(5);
+            let (m, log) = fit::<B>(pre.model, &train, &val, 3, pre.pad_id, &a, &device, false).unwrap();
+            (log.iter().map(|l| l.loss).collect::<Vec<_>>(), logits(&m, &val.ids, 8, 16, pre.pad_id, &device).unwrap())
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn an_untouched_encoder_saves_to_the_checkpoint_it_was_loaded_from() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let pre = load_pretrained::<Flex>(&fixture(), 3, 0.1, 16, &device).unwrap();
+        let ours = hf_tensors(&pre.model).unwrap();
+        let w = Weights::open(&fixture().join("model.safetensors")).unwrap();
+        // Every encoder and pooler tensor of the fixture (a BertForSequenceClassification).
+        let mut n = 0;
+        for (name, shape, values) in ours.iter().filter(|(n, ..)| n.starts_with("bert.")) {
+            let t: Vec<f32> = match shape.len() {
+                1 => host(w.tensor::<Flex, 1>(name, [shape[0]], &device).unwrap()).unwrap(),
+                _ => host(w.tensor::<Flex, 2>(name, [shape[0], shape[1]], &device).unwrap()).unwrap(),
+            };
+            assert_eq!(&t, values, "{name}");
+            n += 1;
+        }
+        // embeddings: 3 tables + LayerNorm (2); per layer 16; pooler 2.
+        assert_eq!(n, 5 + 16 * 2 + 2);
+        // The same float tensor names and shapes as the HF-written fixture, classifier included.
+        let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+        let mut theirs: Vec<(String, Vec<usize>)> = header
+            .iter()
+            .filter(|(_, v)| v["dtype"] == "F32")
+            .map(|(k, v)| (k.clone(), serde_json::from_value(v["shape"].clone()).unwrap()))
+            .collect();
+        let mut mine: Vec<(String, Vec<usize>)> = ours.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+        theirs.sort();
+        mine.sort();
+        assert_eq!(mine, theirs);
+    }
+
+    #[test]
+    fn padding_is_masked() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let pre = load_pretrained::<Flex>(&fixture(), 3, 0.1, 16, &device).unwrap();
+        let enc = pre.tokenizer.encode(&["what is the law of energy", "hello"]).unwrap();
+        let padded = logits(&pre.model, &enc, 2, 16, pre.pad_id, &device).unwrap();
+        for (i, e) in enc.iter().enumerate() {
+            let alone = logits(&pre.model, std::slice::from_ref(e), 1, e.len(), pre.pad_id, &device).unwrap();
+            assert!(max_diff(&alone, &padded[i..i + 1]) < 1e-5);
+        }
+        let (ids, bias) = batch_tensors::<Flex>(&[&[2, 7, 3], &[]], 4, 0, &device);
+        assert_eq!(ids.into_data().convert::<i64>().into_vec::<i64>().unwrap(), vec![2, 7, 3, 0, 0, 0, 0, 0]);
+        let b = host(bias).unwrap();
+        assert_eq!(&b[..4], &[0.0, 0.0, 0.0, MASKED]);
+        assert_eq!(&b[16..20], &[0.0, MASKED, MASKED, MASKED]);
+    }
+
+    #[test]
+    fn an_f16_copy_loads_with_close_outputs() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let dir = std::env::temp_dir().join(format!("router-train-f16-copy-{}", std::process::id()));
+        f16_copy(&fixture(), &dir).unwrap();
+        assert!(dir.join("tokenizer.json").exists() && dir.join("config.json").exists());
+        let opts = LoadOptions { max_len: Some(16), task: None };
+        let a = Model::<Flex>::load(&fixture(), &opts, &device).unwrap().classify(&["what is the law of energy"]).unwrap();
+        let b = Model::<Flex>::load(&dir, &opts, &device).unwrap().classify(&["what is the law of energy"]).unwrap();
+        assert!(max_diff(&a, &b) < 0.05, "{a:?} vs {b:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_zero() {
+        let f: Vec<f64> = (0..10).map(|t| lr_factor(t, 10, 2)).collect();
+        assert_eq!(&f[..3], &[0.5, 1.0, 1.0]);
+        assert!(f.windows(2).skip(2).all(|w| w[1] < w[0]));
+        assert!(f[9] > 0.0 && f[9] <= 0.125 + 1e-12);
+    }
+
+    #[test]
+    fn limit_takes_a_seeded_sample_in_order() {
+        let v: Vec<usize> = (0..100).collect();
+        let s = sample(v.clone(), Some(10), 1);
+        assert_eq!(s.len(), 10);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(s, sample(v.clone(), Some(10), 1));
+        assert_eq!(sample(v.clone(), None, 1), v);
+    }
+}
