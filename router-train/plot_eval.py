@@ -94,6 +94,9 @@ def main():
     out_dir = src.parent
     confusion(labels, cat["peer"], "Category head, peer cases", out_dir / "confusion-peer.png")
     confusion(labels, cat["val"], "Category head, validation split", out_dir / "confusion-val.png")
+    if cat.get("finetuned_peer"):
+        confusion(labels, cat["finetuned_peer"], "Fine-tuned encoder, peer cases",
+                  out_dir / "confusion-peer-finetuned.png")
     jb = d.get("jailbreak", {})
     if jb.get("curve"):
         tradeoff(jb, out_dir / "jailbreak-tradeoff.png")

@@ -44,6 +44,9 @@ pub struct Engine {
     pub cache: Arc<CacheLayer>,
     /// `None`: categories are matched by embedding similarity.
     pub category_head: Option<Arc<crate::category_head::CategoryHead>>,
+    /// A fine-tuned category classifier (text → probabilities per label), batched on its own
+    /// worker; when set, it replaces `category_head`.
+    pub category_model: Option<(Batcher<Vec<f32>>, Vec<String>)>,
     /// The PII token classifier, batched on its own worker; `None`: detectors only.
     pub pii_tagger: Option<Batcher<Vec<crate::pii::PiiMatch>>>,
     /// The config the policy was built from.
@@ -124,6 +127,7 @@ impl Engine {
             queue_capacity: config.batching.queue_capacity,
         };
         let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
+        let category_model = Self::load_category_model::<B>(config, &device, &settings, &batch_buckets)?;
         let mut models = vec![model];
         for _ in 1..config.batching.workers {
             let mut copy = Model::<B>::load(dir, &opts, &device)
@@ -147,6 +151,7 @@ impl Engine {
             cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
             category_head: crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(Arc::new),
             pii_tagger,
+            category_model,
             config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
@@ -155,6 +160,52 @@ impl Engine {
     /// The routing policy now in force.
     pub fn router(&self) -> Arc<Router> {
         self.router.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A fine-tuned sequence classifier at `classifier.category_model.model_id`, on its own
+    /// batching worker, with its labels; `None` when that directory is a head or absent.
+    fn load_category_model<B: Backend>(
+        config: &Config,
+        device: &B::Device,
+        settings: &BatchSettings,
+        batch_buckets: &[usize],
+    ) -> Result<Option<(Batcher<Vec<f32>>, Vec<String>)>>
+    where
+        Model<B>: Send,
+    {
+        let Some(dir) = crate::category_head::configured_dir(config.classifier.category_model.model_id.as_deref()) else {
+            return Ok(None);
+        };
+        if !crate::category_head::is_sequence_classifier(dir) {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let opts = LoadOptions { max_len: Some(config.bert_model.max_seq_len), task: Some(crate::model::Task::SequenceClassification) };
+        let mut model = Model::<B>::load(dir, &opts, device)
+            .with_context(|| format!("classifier.category_model.model_id: loading {}", dir.display()))?;
+        if config.bert_model.device != Device::Cpu {
+            model.seq_buckets = config.server.warmup_seq_lens.clone();
+            // Every shape once, as for the embedding model: no request pays for compilation.
+            for &len in &config.server.warmup_seq_lens {
+                let text = vec!["warm"; len.saturating_sub(2).max(1)].join(" ");
+                for &b in batch_buckets {
+                    model.classify(&vec![text.as_str(); b])?;
+                }
+            }
+        }
+        let labels = model.labels.clone();
+        info!(model = %dir.display(), labels = labels.len(), millis = t.elapsed().as_millis() as u64, "fine-tuned category model loaded");
+        let buckets = batch_buckets.to_vec();
+        let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
+            let n = texts.len();
+            let size = crate::gpu::bucket_for(n, &buckets);
+            let mut padded: Vec<&str> = texts.iter().map(String::as_str).collect();
+            padded.resize(size.max(n), "");
+            let mut logits = model.classify(&padded)?;
+            logits.truncate(n);
+            Ok(logits.iter().map(|l| crate::guard::softmax(l)).collect())
+        };
+        Ok(Some((Batcher::start(classify, settings.clone(), Arc::new(())), labels)))
     }
 
     /// The PII token classifier of `classifier.pii_model.model_id` on its own batching worker
@@ -254,7 +305,15 @@ impl Engine {
                 _ => None,
             }
         };
-        let (embs, tagged) = tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged);
+        let categorized = async {
+            let (model, labels) = self.category_model.as_ref()?;
+            let s = Instant::now();
+            let r = model.embed(vec![req.text.clone()]).instrument(info_span!("category_model")).await;
+            stage("category_model", s);
+            Some(r.map(|mut p| labels.iter().cloned().zip(p.remove(0)).collect::<Vec<(String, f32)>>()))
+        };
+        let (embs, tagged, categorized) =
+            tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged, categorized);
         let embs = embs?;
         stage("embed", s);
 
@@ -299,7 +358,12 @@ impl Engine {
 
         let s = Instant::now();
         let prompt = router.prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
-        if let Some(head) = &self.category_head {
+        match categorized {
+            Some(Ok(p)) => signals.category_probabilities = Some(p),
+            Some(Err(e)) => warn!(request_id = %req.request_id, error = %e, "category model failed; using similarity"),
+            None => {}
+        }
+        if let (Some(head), None) = (&self.category_head, &signals.category_probabilities) {
             match head.probabilities(&prompt) {
                 Ok(p) => signals.category_probabilities = Some(p),
                 Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "category head failed; using similarity"),

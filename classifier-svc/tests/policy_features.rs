@@ -668,3 +668,42 @@ fn pii_model_finds_people_and_addresses_as_spans() {
     }
     assert!(spans[1].is_empty(), "no PII in a plain question: {:?}", spans[1]);
 }
+
+/// A fine-tuned sequence classifier as `classifier.category_model.model_id` (here the tiny
+/// fixture, whose labels are this config's categories): its probabilities are the category
+/// scores, computed on its own worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fine_tuned_category_model_scores_the_categories() {
+    let seq = manifest().join("fixtures/bert-seq");
+    let yaml = format!(
+        r#"
+bert_model:
+  model_id: {seq}
+default_model: fallback
+classifier:
+  category_model: {{ model_id: {seq}, threshold: 0.0 }}
+categories:
+  - {{ name: negative, model_scores: [{{ model: m-negative, score: 1.0 }}] }}
+  - {{ name: neutral, model_scores: [{{ model: m-neutral, score: 1.0 }}] }}
+  - {{ name: positive, model_scores: [{{ model: m-positive, score: 1.0 }}] }}
+"#,
+        seq = seq.display()
+    );
+    let cfg = Config::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let m = metrics.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::build(&cfg, m)).await.unwrap().unwrap();
+    assert!(engine.category_model.is_some() && engine.category_head.is_none());
+
+    let reference = classifier_svc::model::Model::<CpuBackend>::load(&seq, &Default::default(), &Default::default()).unwrap();
+    for text in ["this is wonderful", "terrible, awful, broken", "the meeting is at noon"] {
+        let logits = reference.classify(&[text]).unwrap().remove(0);
+        let probs = classifier_svc::guard::softmax(&logits);
+        let best = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap();
+        let d = engine.classify(&request(text)).await.unwrap();
+        assert_eq!(d.category, reference.labels[best], "{text}");
+        assert_eq!(d.selected_model, format!("m-{}", reference.labels[best]));
+        assert!((d.confidence - probs[best]).abs() < 1e-4, "{} vs {}", d.confidence, probs[best]);
+    }
+    assert!(metrics.render().contains(r#"sr_classifier_stage_duration_seconds_count{stage="category_model"}"#));
+}

@@ -109,6 +109,9 @@ enum Cmd {
         category_head: PathBuf,
         #[arg(long, default_value = "models/jailbreak-head")]
         jailbreak_head: PathBuf,
+        /// A fine-tuned category model (`finetune-category`); evaluated too when it exists.
+        #[arg(long, default_value = "models/category-model")]
+        category_model: PathBuf,
         /// Router config of the embedding-similarity baseline.
         #[arg(long, default_value = "classifier-svc/config/router.yaml")]
         router_config: PathBuf,
@@ -155,10 +158,10 @@ fn main() -> Result<()> {
             finetune::run_category(&src, &args).map(|_| ())
         }
         Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
-        Cmd::Eval { common, peer_dir, category_head, jailbreak_head, router_config, report } => {
+        Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;
-            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, router_config, report };
+            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, category_model, router_config, report };
             eval::run(&dirs, &mut e, &args)
         }
     }
