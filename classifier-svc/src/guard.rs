@@ -1,6 +1,8 @@
 //! The jailbreak guard: a classification head (`EmbeddingHead`, trained by `router-train`) on
 //! the prompt embedding the router computes anyway, so the guard costs one small matrix
-//! product per request, not a second encoder pass.
+//! product per request, not a second encoder pass. A fine-tuned sequence classifier
+//! (`router-train finetune-jailbreak`) is the other kind of `prompt_guard.model_id`: more
+//! accurate, a second encoder pass, run by the service on its own worker ([`score_of`]).
 //!
 //! The guard reports the most likely jailbreak label and its probability; the policy compares
 //! it with the threshold (`categories[].jailbreak_threshold`, `prompt_guard.threshold`, the
@@ -48,18 +50,7 @@ impl HeadDetector {
             );
         }
         let labels = meta.labels()?;
-        let positive: Vec<usize> = match &meta.positive_label {
-            Some(p) => match labels.iter().position(|l| l == p) {
-                Some(i) => vec![i],
-                None => bail!("positive_label `{p}` is not one of the labels {labels:?}"),
-            },
-            None => (0..labels.len())
-                .filter(|&i| !BENIGN_LABELS.contains(&labels[i].to_lowercase().as_str()))
-                .collect(),
-        };
-        if positive.is_empty() || positive.len() == labels.len() {
-            bail!("cannot tell the jailbreak labels from the benign ones in {labels:?}");
-        }
+        let positive = positive_labels(&labels, meta.positive_label.as_deref())?;
         Ok(Self { head: Mutex::new(head), labels, positive, threshold: meta.threshold, input_dim: dim })
     }
 
@@ -78,18 +69,43 @@ impl JailbreakDetector for HeadDetector {
             head.logits_of(&[embedding.to_vec()], &Default::default())?
         };
         let probs = softmax(&logits[0]);
-        let best = self
-            .positive
-            .iter()
-            .copied()
-            .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
-            .expect("at least one jailbreak label");
-        Ok(GuardScore {
-            label: self.labels[best].clone(),
-            probability: probs[best],
-            head_threshold: self.threshold,
-        })
+        Ok(best_positive(&self.labels, &self.positive, &probs, self.threshold))
     }
+}
+
+/// Class indices that count as jailbreak: `positive_label` if given, else every label that is
+/// not a benign one; an error when that does not split the labels.
+pub fn positive_labels(labels: &[String], positive_label: Option<&str>) -> Result<Vec<usize>> {
+    let positive: Vec<usize> = match positive_label {
+        Some(p) => match labels.iter().position(|l| l == p) {
+            Some(i) => vec![i],
+            None => bail!("positive_label `{p}` is not one of the labels {labels:?}"),
+        },
+        None => (0..labels.len())
+            .filter(|&i| !BENIGN_LABELS.contains(&labels[i].to_lowercase().as_str()))
+            .collect(),
+    };
+    if positive.is_empty() || positive.len() == labels.len() {
+        bail!("cannot tell the jailbreak labels from the benign ones in {labels:?}");
+    }
+    Ok(positive)
+}
+
+/// The guard's verdict from class probabilities: the most likely jailbreak label.
+pub fn score_of(labels: &[String], probs: &[f32], head_threshold: Option<f32>) -> Result<GuardScore> {
+    if probs.len() != labels.len() {
+        bail!("{} probabilities for {} labels", probs.len(), labels.len());
+    }
+    Ok(best_positive(labels, &positive_labels(labels, None)?, probs, head_threshold))
+}
+
+fn best_positive(labels: &[String], positive: &[usize], probs: &[f32], head_threshold: Option<f32>) -> GuardScore {
+    let best = positive
+        .iter()
+        .copied()
+        .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+        .expect("at least one jailbreak label");
+    GuardScore { label: labels[best].clone(), probability: probs[best], head_threshold }
 }
 
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
@@ -112,6 +128,10 @@ pub fn load(cfg: &PromptGuardConfig, dim: usize) -> Result<Option<HeadDetector>>
     };
     if !dir.exists() {
         warn!(model = %dir.display(), "prompt_guard.model_id: not found; jailbreak guard not configured");
+        return Ok(None);
+    }
+    if crate::category_head::is_sequence_classifier(dir) {
+        // A fine-tuned classifier of the text: the service runs it on its own worker.
         return Ok(None);
     }
     let d = HeadDetector::load(dir, dim).with_context(|| format!("prompt_guard.model_id: {}", dir.display()))?;

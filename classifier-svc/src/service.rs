@@ -32,6 +32,10 @@ pub const SERVING_LOG: &str = "classifier-svc SERVING";
 /// Most texts one `Embed` call may carry.
 pub const MAX_EMBED_TEXTS: usize = 256;
 
+/// A fine-tuned sequence classifier on its own batching worker (text → class probabilities)
+/// and its labels by class index.
+pub type SequenceClassifier = (Batcher<Vec<f32>>, Vec<String>);
+
 /// Loaded model behind the batcher, the routing policy (swapped whole on a config reload)
 /// and the jailbreak guard.
 pub struct Engine {
@@ -46,7 +50,10 @@ pub struct Engine {
     pub category_head: Option<Arc<crate::category_head::CategoryHead>>,
     /// A fine-tuned category classifier (text → probabilities per label), batched on its own
     /// worker; when set, it replaces `category_head`.
-    pub category_model: Option<(Batcher<Vec<f32>>, Vec<String>)>,
+    pub category_model: Option<SequenceClassifier>,
+    /// A fine-tuned jailbreak classifier (text → probabilities), batched on its own worker;
+    /// when set, it is the guard instead of `guard`.
+    pub guard_model: Option<SequenceClassifier>,
     /// The PII token classifier, batched on its own worker; `None`: detectors only.
     pub pii_tagger: Option<Batcher<Vec<crate::pii::PiiMatch>>>,
     /// The config the policy was built from.
@@ -106,7 +113,6 @@ impl Engine {
         let dim = model.hidden_size;
         let guard = crate::guard::load(&config.prompt_guard, dim)?
             .map(|g| Arc::new(g) as Arc<dyn JailbreakDetector>);
-        metrics.guard_configured.set(guard.is_some() as i64);
 
         // Warm every (batch, sequence) bucket on GPU backends (kernels are compiled per
         // shape); the CPU backend has nothing to warm and pads nothing.
@@ -127,7 +133,26 @@ impl Engine {
             queue_capacity: config.batching.queue_capacity,
         };
         let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
-        let category_model = Self::load_category_model::<B>(config, &device, &settings, &batch_buckets)?;
+        let category_model = Self::load_sequence_classifier::<B>(
+            "classifier.category_model.model_id",
+            config.classifier.category_model.model_id.as_deref(),
+            config,
+            &device,
+            &settings,
+            &batch_buckets,
+        )?;
+        let guard_model = Self::load_sequence_classifier::<B>(
+            "prompt_guard.model_id",
+            config.prompt_guard.model_id.as_deref(),
+            config,
+            &device,
+            &settings,
+            &batch_buckets,
+        )?;
+        if let Some((_, labels)) = &guard_model {
+            crate::guard::positive_labels(labels, None).context("prompt_guard.model_id")?;
+        }
+        metrics.guard_configured.set((guard.is_some() || guard_model.is_some()) as i64);
         let mut models = vec![model];
         for _ in 1..config.batching.workers {
             let mut copy = Model::<B>::load(dir, &opts, &device)
@@ -152,6 +177,7 @@ impl Engine {
             category_head: crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(Arc::new),
             pii_tagger,
             category_model,
+            guard_model,
             config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
@@ -162,27 +188,27 @@ impl Engine {
         self.router.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A fine-tuned sequence classifier at `classifier.category_model.model_id`, on its own
-    /// batching worker, with its labels; `None` when that directory is a head or absent.
-    fn load_category_model<B: Backend>(
+    /// A fine-tuned sequence classifier at `model_id` (`key` names the config key), on its own
+    /// batching worker answering class probabilities, with its labels; `None` when that
+    /// directory is a head (loaded elsewhere) or absent.
+    fn load_sequence_classifier<B: Backend>(
+        key: &str,
+        model_id: Option<&std::path::Path>,
         config: &Config,
         device: &B::Device,
         settings: &BatchSettings,
         batch_buckets: &[usize],
-    ) -> Result<Option<(Batcher<Vec<f32>>, Vec<String>)>>
+    ) -> Result<Option<SequenceClassifier>>
     where
         Model<B>: Send,
     {
-        let Some(dir) = crate::category_head::configured_dir(config.classifier.category_model.model_id.as_deref()) else {
-            return Ok(None);
-        };
+        let Some(dir) = model_id.filter(|p| !p.as_os_str().is_empty() && p.exists()) else { return Ok(None) };
         if !crate::category_head::is_sequence_classifier(dir) {
             return Ok(None);
         }
         let t = Instant::now();
         let opts = LoadOptions { max_len: Some(config.bert_model.max_seq_len), task: Some(crate::model::Task::SequenceClassification) };
-        let mut model = Model::<B>::load(dir, &opts, device)
-            .with_context(|| format!("classifier.category_model.model_id: loading {}", dir.display()))?;
+        let mut model = Model::<B>::load(dir, &opts, device).with_context(|| format!("{key}: loading {}", dir.display()))?;
         if config.bert_model.device != Device::Cpu {
             model.seq_buckets = config.server.warmup_seq_lens.clone();
             // Every shape once, as for the embedding model: no request pays for compilation.
@@ -194,7 +220,7 @@ impl Engine {
             }
         }
         let labels = model.labels.clone();
-        info!(model = %dir.display(), labels = labels.len(), millis = t.elapsed().as_millis() as u64, "fine-tuned category model loaded");
+        info!(model = %dir.display(), key, labels = ?labels, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded");
         let buckets = batch_buckets.to_vec();
         let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
             let n = texts.len();
@@ -258,7 +284,7 @@ impl Engine {
         for key in old.restart_only_changes(&config) {
             warn!(key, "config reload: this setting changed but takes effect only after a restart");
         }
-        if config.prompt_guard.enabled && self.guard.is_none() {
+        if config.prompt_guard.enabled && self.guard.is_none() && self.guard_model.is_none() {
             warn!("config reload: prompt_guard.enabled but no guard model is loaded; jailbreak guard not configured");
         }
         *self.router.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(router);
@@ -312,12 +338,29 @@ impl Engine {
             stage("category_model", s);
             Some(r.map(|mut p| labels.iter().cloned().zip(p.remove(0)).collect::<Vec<(String, f32)>>()))
         };
-        let (embs, tagged, categorized) =
-            tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged, categorized);
+        let guarded = async {
+            let (model, labels) = self.guard_model.as_ref()?;
+            let enabled = self.config.read().unwrap_or_else(|e| e.into_inner()).prompt_guard.enabled;
+            if !enabled {
+                return None;
+            }
+            let s = Instant::now();
+            let r = model.embed(vec![req.text.clone()]).instrument(info_span!("guard_model")).await;
+            stage("guard", s);
+            Some(r.map_err(anyhow::Error::from).and_then(|mut p| crate::guard::score_of(labels, &p.remove(0), None)))
+        };
+        let (embs, tagged, categorized, guarded) =
+            tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged, categorized, guarded);
         let embs = embs?;
         stage("embed", s);
 
         let mut signals = Signals::default();
+        match guarded {
+            Some(Ok(score)) => signals.jailbreak = Some(score),
+            // A broken guard must not take routing down with it; it is logged and counted.
+            Some(Err(e)) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard model failed"),
+            None => {}
+        }
         if let Some(g) = &self.guard {
             let s = Instant::now();
             let _span = info_span!("guard").entered();
