@@ -1,5 +1,6 @@
-//! `router-train finetune-category`: fine-tunes the whole BERT encoder with a sequence
-//! classification head, generic over an autodiff backend (CPU, or CUDA with the `cuda` feature).
+//! `router-train finetune-category` and `finetune-jailbreak`: fine-tune the whole BERT encoder
+//! with a sequence classification head on a task's data set, generic over an autodiff backend
+//! (CPU, or CUDA with the `cuda` feature).
 //!
 //! The model is HF's `BertForSequenceClassification`: encoder → `[CLS]` hidden state → pooler
 //! (`tanh(dense)`) → dropout → linear classifier. That is the head the sidecar already serves
@@ -35,7 +36,7 @@ use classifier_svc::weights::Weights;
 use serde_json::{json, Value};
 
 use crate::data::DataDirs;
-use crate::metrics::{argmax, Confusion};
+use crate::metrics::{argmax, softmax, Confusion};
 use crate::text::Rng;
 use crate::train::{self, balanced_weights, Task};
 
@@ -106,9 +107,10 @@ pub struct FinetuneArgs {
     pub log_every: usize,
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
-    /// Output directory (an HF `BertForSequenceClassification` checkpoint).
-    #[arg(long, default_value = "models/category-model")]
-    pub out: PathBuf,
+    /// Output directory (an HF `BertForSequenceClassification` checkpoint); by default
+    /// `models/category-model` or `models/jailbreak-model`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = SaveDtype::F32)]
     pub save_dtype: SaveDtype,
 }
@@ -607,30 +609,109 @@ fn metrics_json(c: &Confusion) -> Value {
     json!({ "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1() })
 }
 
-/// `finetune-category` on the backend chosen by `--device`.
-pub fn run_category(src: &Sources, args: &FinetuneArgs) -> Result<Value> {
+/// Default output directory of a task's fine-tuned model.
+pub fn default_out(task: Task) -> PathBuf {
+    PathBuf::from(match task {
+        Task::Category => "models/category-model",
+        Task::Jailbreak => "models/jailbreak-model",
+    })
+}
+
+/// `finetune-category` / `finetune-jailbreak` on the backend chosen by `--device`.
+pub fn run(task: Task, src: &Sources, args: &FinetuneArgs) -> Result<Value> {
     match args.device {
-        DeviceKind::Cpu => run_category_on::<burn::backend::Autodiff<burn::backend::Flex>>(src, args, Default::default()),
+        DeviceKind::Cpu => run_on::<burn::backend::Autodiff<burn::backend::Flex>>(task, src, args, Default::default()),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
             classifier_svc::gpu::probe()?;
             classifier_svc::gpu::configure_cubecl();
-            run_category_on::<burn::backend::Autodiff<burn::backend::Cuda>>(src, args, burn::backend::cuda::CudaDevice::default())
+            run_on::<burn::backend::Autodiff<burn::backend::Cuda>>(task, src, args, burn::backend::cuda::CudaDevice::default())
         }
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => bail!("--device cuda needs router-train built with `--features cuda`"),
     }
 }
 
+/// The peer cases, or `None` (evaluation skipped) when the folder lacks them.
+fn load_peer(dir: &Path) -> Result<Option<crate::eval::Peer>> {
+    if ["domain_classify_cases.json", "jailbreak_detection_cases.json"].iter().all(|f| dir.join(f).exists()) {
+        crate::eval::Peer::load(dir).map(Some)
+    } else {
+        eprintln!("[finetune] no peer cases under {}: peer evaluation skipped", dir.display());
+        Ok(None)
+    }
+}
+
+/// Jailbreak metrics from P(`jailbreak`) of each text, a text flagged when its probability is
+/// at least the threshold: the validation split (`val_y` 1 = jailbreak, 0 = benign: precision,
+/// recall, F1, false-positive rate) and, when given, the peer jailbreak cases (all expected
+/// flagged: recall) and the peer domain questions (all benign: false-positive rate), at
+/// `threshold` and at each of the fixed trade-off thresholds of the evaluation report.
+pub fn jailbreak_metrics(val_p: &[f32], val_y: &[usize], peer: Option<(&[f32], &[f32])>, threshold: f64) -> Value {
+    let flag = |p: &[f32], t: f64| -> Vec<usize> { p.iter().map(|&p| usize::from(f64::from(p) >= t)).collect() };
+    let c = Confusion::new(2, val_y, &flag(val_p, threshold));
+    let m = c.class(1);
+    let val = json!({
+        "n": c.total(), "jailbreak": m.support, "benign": c.total() - m.support, "accuracy": c.accuracy(),
+        "precision": m.precision, "recall": m.recall, "f1": m.f1, "false_positive_rate": c.false_positive_rate(),
+    });
+    let rate = |p: &[f32], t: f64| p.iter().filter(|&&p| f64::from(p) >= t).count() as f64 / p.len().max(1) as f64;
+    let side = |positive: bool| -> Vec<f32> { val_p.iter().zip(val_y).filter(|(_, &y)| (y == 1) == positive).map(|(&p, _)| p).collect() };
+    let (val_pos, val_neg) = (side(true), side(false));
+    let peer_json = peer.map(|(jb, dom)| {
+        json!({
+            "jailbreak_cases": { "n": jb.len(), "recall": rate(jb, threshold) },
+            "domain_questions": { "n": dom.len(), "false_positive_rate": rate(dom, threshold) },
+        })
+    });
+    let tradeoff: Vec<Value> = crate::eval::TRADEOFF_THRESHOLDS
+        .iter()
+        .map(|&t| {
+            json!({
+                "threshold": t, "val_recall": rate(&val_pos, t), "val_fpr": rate(&val_neg, t),
+                "peer_recall": peer.map(|(jb, _)| rate(jb, t)), "peer_domain_fpr": peer.map(|(_, dom)| rate(dom, t)),
+            })
+        })
+        .collect();
+    json!({ "threshold": threshold, "val": val, "peer": peer_json, "tradeoff": tradeoff })
+}
+
+fn print_jailbreak(m: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let n = |v: &Value| v.as_u64().unwrap_or_default();
+    let pct = |v: &Value| format!("{:.1}%", 100.0 * f(v));
+    let v = &m["val"];
+    println!("  flags P(jailbreak) >= {}", m["threshold"]);
+    println!(
+        "  val   n {:>5}  precision {:.4}  recall {:.4}  F1 {:.4}  false-positive rate {}",
+        n(&v["n"]), f(&v["precision"]), f(&v["recall"]), f(&v["f1"]), pct(&v["false_positive_rate"])
+    );
+    if !m["peer"].is_null() {
+        let (j, d) = (&m["peer"]["jailbreak_cases"], &m["peer"]["domain_questions"]);
+        println!("  peer jailbreak cases   n {:>5}  recall {:.4}", n(&j["n"]), f(&j["recall"]));
+        println!("  peer domain questions  n {:>5}  false-positive rate {}", n(&d["n"]), pct(&d["false_positive_rate"]));
+    }
+    println!("  threshold  val recall  val FPR  peer recall  peer domain FPR");
+    for r in m["tradeoff"].as_array().into_iter().flatten() {
+        let opt = |v: &Value, p: bool| if v.is_null() { "—".to_string() } else if p { pct(v) } else { format!("{:.3}", f(v)) };
+        println!(
+            "  {:>9}  {:>10.3}  {:>7}  {:>11}  {:>15}",
+            r["threshold"].to_string(), f(&r["val_recall"]), pct(&r["val_fpr"]), opt(&r["peer_recall"], false), opt(&r["peer_domain_fpr"], true)
+        );
+    }
+}
+
 /// Fine-tunes, saves, reloads the saved directory as the sidecar does and evaluates it on the
 /// validation split and the peer cases; writes `<out>/finetune-report.json` and returns it.
-pub fn run_category_on<B: AutodiffBackend>(src: &Sources, args: &FinetuneArgs, device: B::Device) -> Result<Value> {
+pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs, device: B::Device) -> Result<Value> {
     let t0 = Instant::now();
-    let labels = train::labels(Task::Category);
+    let name = format!("{task:?}").to_lowercase();
+    let out = args.out.clone().unwrap_or_else(|| default_out(task));
+    let labels = train::labels(task);
     let k = labels.len();
     B::seed(&device, args.seed);
     let pre = load_pretrained::<B>(&src.encoder, k, args.dropout, args.seq_len, &device)?;
-    let examples = train::examples(Task::Category, &src.dirs)?;
+    let examples = train::examples(task, &src.dirs)?;
     let (val_ex, train_ex): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.split == "validation");
     let train_ex = sample(train_ex, args.limit, args.seed);
     let val_ex = sample(val_ex, args.val_limit, args.seed);
@@ -638,33 +719,32 @@ pub fn run_category_on<B: AutodiffBackend>(src: &Sources, args: &FinetuneArgs, d
         let texts: Vec<&str> = ex.iter().map(|e| e.text.as_str()).collect();
         let y = ex
             .iter()
-            .map(|e| labels.iter().position(|l| *l == e.label).ok_or_else(|| anyhow!("unknown category `{}`", e.label)))
+            .map(|e| labels.iter().position(|l| *l == e.label).ok_or_else(|| anyhow!("unknown {name} label `{}`", e.label)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Encoded { ids: pre.tokenizer.encode(&texts)?, y })
     };
     let (train_set, val_set) = (encode(&train_ex)?, encode(&val_ex)?);
     let truncated = train_set.ids.iter().filter(|e| e.len() >= args.seq_len).count();
     eprintln!(
-        "[finetune] encoder {} on {:?}; {truncated} of {} training texts reach {} tokens (truncated)",
+        "[finetune] {name}: encoder {} on {:?}; {truncated} of {} training texts reach {} tokens (truncated)",
         src.encoder.display(), args.device, train_set.ids.len(), args.seq_len
     );
     let Pretrained { model, config, pad_id, .. } = pre;
     let (model, history) = fit::<B>(model, &train_set, &val_set, k, pad_id, args, &device, true)?;
     let fit_seconds = t0.elapsed().as_secs_f64();
 
-    save_hf(&model, &config, &labels, &src.encoder, &args.out, args.save_dtype, args.dropout)?;
-    eprintln!("[finetune] wrote {}", args.out.display());
+    save_hf(&model, &config, &labels, &src.encoder, &out, args.save_dtype, args.dropout)?;
+    eprintln!("[finetune] wrote {}", out.display());
 
     // The saved directory, loaded the way the sidecar loads it.
     let inner_device = device.clone();
     let opts = LoadOptions { max_len: Some(args.seq_len), task: Some(ModelTask::SequenceClassification) };
-    let mut saved = Model::<B::InnerBackend>::load(&args.out, &opts, &inner_device)?;
+    let mut saved = Model::<B::InnerBackend>::load(&out, &opts, &inner_device)?;
     if saved.labels != labels {
         bail!("the saved labels {:?} differ from the training labels", saved.labels);
     }
     let val_texts: Vec<String> = val_ex.iter().map(|e| e.text.clone()).collect();
     let val_logits = classify_saved(&mut saved, &val_texts, args.batch_size, args.seq_len)?;
-    let c_val = score(&val_logits, &val_set.y, k);
     // Same texts through the in-memory model: the saved one must give the same logits.
     let n_check = val_set.ids.len().min(4 * args.batch_size);
     let mem = logits(&model, &val_set.ids[..n_check], args.batch_size, args.seq_len, pad_id, &inner_device)?;
@@ -673,31 +753,56 @@ pub fn run_category_on<B: AutodiffBackend>(src: &Sources, args: &FinetuneArgs, d
     if max_diff > tolerance {
         bail!("the reloaded model's logits differ from the trained model's by up to {max_diff}");
     }
-    eprintln!("[finetune] reloaded {}: max |Δlogit| vs the trained model {max_diff:.2e} on {n_check} validation texts", args.out.display());
+    eprintln!("[finetune] reloaded {}: max |Δlogit| vs the trained model {max_diff:.2e} on {n_check} validation texts", out.display());
 
-    let peer = if src.peer_dir.join("domain_classify_cases.json").exists() {
-        let p = crate::eval::Peer::load(&src.peer_dir)?;
-        let y = p
-            .domain
-            .iter()
-            .map(|(_, c)| labels.iter().position(|l| l == c).ok_or_else(|| anyhow!("unknown peer category `{c}`")))
-            .collect::<Result<Vec<_>>>()?;
-        let texts: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
-        Some(score(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len)?, &y, k))
-    } else {
-        eprintln!("[finetune] no peer cases under {}: peer evaluation skipped", src.peer_dir.display());
-        None
+    let peer = load_peer(&src.peer_dir)?;
+    println!("fine-tuned {name} model ({}):", out.display());
+    let evaluation = match task {
+        Task::Category => {
+            let c_val = score(&val_logits, &val_set.y, k);
+            let c_peer = match peer {
+                Some(p) => {
+                    let y = p
+                        .domain
+                        .iter()
+                        .map(|(_, c)| labels.iter().position(|l| l == c).ok_or_else(|| anyhow!("unknown peer category `{c}`")))
+                        .collect::<Result<Vec<_>>>()?;
+                    let texts: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
+                    Some(score(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len)?, &y, k))
+                }
+                None => None,
+            };
+            println!("  val   n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c_val.total(), c_val.accuracy(), c_val.macro_f1());
+            if let Some(c) = &c_peer {
+                println!("  peer  n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c.total(), c.accuracy(), c.macro_f1());
+            }
+            json!({ "val": metrics_json(&c_val), "peer": c_peer.as_ref().map(metrics_json) })
+        }
+        Task::Jailbreak => {
+            // Softmax probability of the positive label, the server's `prompt_guard` score.
+            let pos = labels.iter().position(|l| l == "jailbreak").ok_or_else(|| anyhow!("no `jailbreak` label"))?;
+            let prob = |l: Vec<Vec<f32>>| -> Vec<f32> { l.iter().map(|l| softmax(l)[pos]).collect() };
+            let val_p = prob(val_logits);
+            let val_y: Vec<usize> = val_set.y.iter().map(|&y| usize::from(y == pos)).collect();
+            let peer_p = match peer {
+                Some(p) => {
+                    let dom: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
+                    let jb = prob(classify_saved(&mut saved, &p.jailbreak, args.batch_size, args.seq_len)?);
+                    Some((jb, prob(classify_saved(&mut saved, &dom, args.batch_size, args.seq_len)?)))
+                }
+                None => None,
+            };
+            let m = jailbreak_metrics(&val_p, &val_y, peer_p.as_ref().map(|(j, d)| (j.as_slice(), d.as_slice())), 0.5);
+            print_jailbreak(&m);
+            m
+        }
     };
 
     let last = history.last().expect("at least one epoch");
-    println!("fine-tuned category model ({}):", args.out.display());
-    println!("  val   n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c_val.total(), c_val.accuracy(), c_val.macro_f1());
-    if let Some(c) = &peer {
-        println!("  peer  n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c.total(), c.accuracy(), c.macro_f1());
-    }
     let steps = history.len() * (train_set.ids.len() / args.batch_size);
-    let report = json!({
-        "model": args.out.display().to_string(),
+    let mut report = json!({
+        "task": name,
+        "model": out.display().to_string(),
         "encoder": src.encoder.file_name().and_then(|n| n.to_str()).unwrap_or("encoder"),
         "architecture": "BertForSequenceClassification",
         "device": format!("{:?}", args.device).to_lowercase(),
@@ -725,10 +830,11 @@ pub fn run_category_on<B: AutodiffBackend>(src: &Sources, args: &FinetuneArgs, d
         "history": history.iter().map(|h| json!({ "epoch": h.epoch, "train_loss": h.loss, "val_accuracy": h.val_accuracy, "val_macro_f1": h.val_macro_f1, "seconds": h.seconds, "train_seconds": h.train_seconds })).collect::<Vec<_>>(),
         "final_epoch_val_accuracy": last.val_accuracy,
         "reload_max_abs_logit_diff": max_diff,
-        "val": metrics_json(&c_val),
-        "peer": peer.as_ref().map(metrics_json),
     });
-    let path = args.out.join("finetune-report.json");
+    if let (Some(r), Value::Object(e)) = (report.as_object_mut(), evaluation) {
+        r.extend(e);
+    }
+    let path = out.join("finetune-report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("[finetune] wrote {} ({:.0}s in all)", path.display(), t0.elapsed().as_secs_f64());
     Ok(report)
@@ -754,12 +860,12 @@ mod tests {
     ];
     const FILLER: &[&str] = &["the", "is", "what", "of", "a", "an", "how", "do", "i", "write", "in", "and", "or", "to", "for", "with", "hello", "world"];
 
-    /// Filler words with one class keyword at a random place; classes in turn.
-    fn texts(n: usize, seed: u64) -> (Vec<String>, Vec<usize>) {
+    /// Filler words with one keyword of class `i % k` at a random place; classes in turn.
+    fn texts(n: usize, seed: u64, k: usize) -> (Vec<String>, Vec<usize>) {
         let mut rng = Rng::new(seed);
         let mut out = (Vec::new(), Vec::new());
         for i in 0..n {
-            let c = i % 3;
+            let c = i % k;
             let mut w: Vec<&str> = (0..4 + rng.below(4)).map(|_| FILLER[rng.below(FILLER.len())]).collect();
             let kw = KEYWORDS[c][rng.below(KEYWORDS[c].len())];
             w.insert(rng.below(w.len() + 1), kw);
@@ -781,16 +887,18 @@ mod tests {
         a
     }
 
-    fn labels() -> Vec<String> {
-        ["a", "b", "c"].iter().map(|s| s.to_string()).collect()
+    /// Labels of a `k`-class fixture task: the jailbreak task's for 2 classes.
+    fn labels(k: usize) -> Vec<String> {
+        let l: &[&str] = if k == 2 { &crate::data::JAILBREAK_LABELS } else { &["a", "b", "c"] };
+        l.iter().map(|s| s.to_string()).collect()
     }
 
-    fn setup(seed: u64) -> (Pretrained<B>, Encoded, Encoded, Vec<String>) {
+    fn setup(seed: u64, k: usize) -> (Pretrained<B>, Encoded, Encoded, Vec<String>) {
         let device = Default::default();
         B::seed(&device, seed);
-        let pre = load_pretrained::<B>(&fixture(), 3, 0.1, 16, &device).unwrap();
-        let (tt, ty) = texts(96, 1);
-        let (vt, vy) = texts(48, 2);
+        let pre = load_pretrained::<B>(&fixture(), k, 0.1, 16, &device).unwrap();
+        let (tt, ty) = texts(96, 1, k);
+        let (vt, vy) = texts(48, 2, k);
         let train = Encoded { ids: pre.tokenizer.encode(&tt).unwrap(), y: ty };
         let val = Encoded { ids: pre.tokenizer.encode(&vt).unwrap(), y: vy };
         (pre, train, val, vt)
@@ -801,26 +909,31 @@ mod tests {
         a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
     }
 
-    #[test]
-    fn fine_tuning_converges_and_the_saved_checkpoint_reloads_identically() {
+    /// Fine-tunes the fixture on a `k`-class keyword task for `epochs`, then saves, reloads and
+    /// compares.
+    fn converges_and_reloads(k: usize, epochs: usize, min_accuracy: f64) {
         let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
-        let (pre, train, val, val_texts) = setup(3);
+        let (pre, train, val, val_texts) = setup(3, k);
         let Pretrained { model, config, pad_id, .. } = pre;
-        let before = score(&logits(&model.valid(), &val.ids, 8, 16, pad_id, &device).unwrap(), &val.y, 3).accuracy();
-        let (model, log) = fit::<B>(model, &train, &val, 3, pad_id, &args(), &device, false).unwrap();
+        let before = score(&logits(&model.valid(), &val.ids, 8, 16, pad_id, &device).unwrap(), &val.y, k).accuracy();
+        let a = FinetuneArgs { epochs, ..args() };
+        let (model, log) = fit::<B>(model, &train, &val, k, pad_id, &a, &device, false).unwrap();
         let losses: Vec<f64> = log.iter().map(|l| l.loss).collect();
         assert!(losses.last().unwrap() < &(losses[0] * 0.5), "loss {losses:?}");
         let after = log.last().unwrap().val_accuracy;
-        // Chance is 1/3; a frozen encoder (lr 0) stays there with this random fixture.
-        assert!(after > 0.6, "validation accuracy {before} before, {after} after ({losses:?})");
+        // Chance is 1/k; a frozen encoder (lr 0) stays there with this random fixture.
+        assert!(after > min_accuracy, "validation accuracy {before} before, {after} after ({losses:?})");
 
-        let dir = std::env::temp_dir().join(format!("router-train-finetune-{}", std::process::id()));
+        let labels = || labels(k);
+        let dir = std::env::temp_dir().join(format!("router-train-finetune-{k}-{}", std::process::id()));
         save_hf(&model, &config, &labels(), &fixture(), &dir, SaveDtype::F32, 0.1).unwrap();
         let cfg: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
         assert_eq!(cfg["architectures"], json!(["BertForSequenceClassification"]));
-        assert_eq!(cfg["id2label"], json!({ "0": "a", "1": "b", "2": "c" }));
-        assert_eq!(cfg["label2id"], json!({ "a": 0, "b": 1, "c": 2 }));
+        let id2label: serde_json::Map<String, Value> = labels().iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
+        let label2id: serde_json::Map<String, Value> = labels().iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
+        assert_eq!(cfg["id2label"], Value::Object(id2label));
+        assert_eq!(cfg["label2id"], Value::Object(label2id));
         assert!(dir.join("tokenizer.json").exists());
 
         // Loaded as the sidecar loads it: the task comes from `architectures`.
@@ -853,13 +966,49 @@ mod tests {
     }
 
     #[test]
+    fn fine_tuning_converges_and_the_saved_checkpoint_reloads_identically() {
+        converges_and_reloads(3, 12, 0.6);
+    }
+
+    /// The jailbreak task's shape: 2 labels, `benign` first, `jailbreak` second (chance 1/2;
+    /// the binary keyword task generalises more slowly from 96 texts).
+    #[test]
+    fn binary_fine_tuning_converges_and_saves_the_jailbreak_labels() {
+        converges_and_reloads(2, 20, 0.7);
+    }
+
+    #[test]
+    fn jailbreak_metrics_flag_at_the_threshold() {
+        // Validation: 2 jailbreaks (one found), 4 benign (one false positive).
+        let val_p = [0.9, 0.2, 0.1, 0.5, 0.3, 0.0];
+        let val_y = [1, 1, 0, 0, 0, 0];
+        let (jb, dom) = ([0.7f32, 0.55, 0.05, 0.45], [0.6f32, 0.01]);
+        let m = jailbreak_metrics(&val_p, &val_y, Some((&jb, &dom)), 0.5);
+        let v = &m["val"];
+        assert_eq!((v["n"].as_u64(), v["jailbreak"].as_u64(), v["benign"].as_u64()), (Some(6), Some(2), Some(4)));
+        assert_eq!((v["precision"].as_f64(), v["recall"].as_f64(), v["false_positive_rate"].as_f64()), (Some(0.5), Some(0.5), Some(0.25)));
+        assert_eq!(m["peer"]["jailbreak_cases"]["recall"].as_f64(), Some(0.5));
+        assert_eq!(m["peer"]["domain_questions"]["false_positive_rate"].as_f64(), Some(0.5));
+        let curve = m["tradeoff"].as_array().unwrap();
+        assert_eq!(curve.len(), crate::eval::TRADEOFF_THRESHOLDS.len());
+        let at = |t: f64| curve.iter().find(|r| r["threshold"].as_f64() == Some(t)).unwrap();
+        assert_eq!(at(0.1)["val_recall"].as_f64(), Some(1.0));
+        assert_eq!(at(0.1)["val_fpr"].as_f64(), Some(0.75));
+        assert_eq!(at(0.5)["peer_recall"], m["peer"]["jailbreak_cases"]["recall"]);
+        assert_eq!(at(0.9)["peer_domain_fpr"].as_f64(), Some(0.0));
+        let no_peer = jailbreak_metrics(&val_p, &val_y, None, 0.5);
+        assert!(no_peer["peer"].is_null() && no_peer["tradeoff"][0]["peer_recall"].is_null());
+        assert_eq!(no_peer["val"], m["val"]);
+    }
+
+    #[test]
     fn training_is_deterministic() {
         let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
         let mut a = args();
         a.epochs = 2;
         let run = || {
-            let (pre, train, val, _) = setup(5);
+            let (pre, train, val, _) = setup(5, 3);
             let (m, log) = fit::<B>(pre.model, &train, &val, 3, pre.pad_id, &a, &device, false).unwrap();
             (log.iter().map(|l| l.loss).collect::<Vec<_>>(), logits(&m, &val.ids, 8, 16, pre.pad_id, &device).unwrap())
         };

@@ -7,6 +7,7 @@
 //! router-train train-category    # → models/category-head/
 //! router-train train-jailbreak   # → models/jailbreak-head/
 //! router-train finetune-category # → models/category-model/ (whole encoder fine-tuned)
+//! router-train finetune-jailbreak # → models/jailbreak-model/ (whole encoder fine-tuned)
 //! router-train eval              # → router-train/EVAL.md (and stdout)
 //! ```
 
@@ -38,6 +39,24 @@ struct Common {
     /// Texts per encoder batch.
     #[arg(long, default_value_t = 32)]
     embed_batch: usize,
+}
+
+#[derive(Args, Clone)]
+struct FinetuneSources {
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Pretrained BERT checkpoint (HF directory) to start from.
+    #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+    encoder: PathBuf,
+    /// Folder with the peer evaluation cases (evaluation only; skipped when absent).
+    #[arg(long, default_value = "../shared/eval/peer")]
+    peer_dir: PathBuf,
+}
+
+impl FinetuneSources {
+    fn sources(self) -> finetune::Sources {
+        finetune::Sources { dirs: data::DataDirs::new(&self.data_dir), encoder: self.encoder, peer_dir: self.peer_dir }
+    }
 }
 
 #[derive(Subcommand)]
@@ -80,14 +99,17 @@ enum Cmd {
     /// writes an HF `BertForSequenceClassification` checkpoint the sidecar loads, evaluated
     /// after reloading (validation split and peer cases) into `<out>/finetune-report.json`.
     FinetuneCategory {
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// Pretrained BERT checkpoint (HF directory) to start from.
-        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
-        encoder: PathBuf,
-        /// Folder with the peer evaluation cases (evaluation only; skipped when absent).
-        #[arg(long, default_value = "../shared/eval/peer")]
-        peer_dir: PathBuf,
+        #[command(flatten)]
+        src: FinetuneSources,
+        #[command(flatten)]
+        args: finetune::FinetuneArgs,
+    },
+    /// The same on the jailbreak set (labels `benign`, `jailbreak`): validation precision,
+    /// recall, F1 and false-positive rate at P(jailbreak) ≥ 0.5, peer recall and peer-domain
+    /// false-positive rate, and the threshold trade-off; default output `models/jailbreak-model`.
+    FinetuneJailbreak {
+        #[command(flatten)]
+        src: FinetuneSources,
         #[command(flatten)]
         args: finetune::FinetuneArgs,
     },
@@ -153,10 +175,8 @@ fn main() -> Result<()> {
             let mut e = embedder(&common)?;
             train::train_task(train::Task::Jailbreak, &dirs, &mut e, &common.encoder, &train, &out)
         }
-        Cmd::FinetuneCategory { data_dir, encoder, peer_dir, args } => {
-            let src = finetune::Sources { dirs: data::DataDirs::new(&data_dir), encoder, peer_dir };
-            finetune::run_category(&src, &args).map(|_| ())
-        }
+        Cmd::FinetuneCategory { src, args } => finetune::run(train::Task::Category, &src.sources(), &args).map(|_| ()),
+        Cmd::FinetuneJailbreak { src, args } => finetune::run(train::Task::Jailbreak, &src.sources(), &args).map(|_| ()),
         Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
