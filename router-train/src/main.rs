@@ -134,6 +134,9 @@ enum Cmd {
         /// A fine-tuned category model (`finetune-category`); evaluated too when it exists.
         #[arg(long, default_value = "models/category-model")]
         category_model: PathBuf,
+        /// A fine-tuned jailbreak model (`finetune-jailbreak`); evaluated too when it exists.
+        #[arg(long, default_value = "models/jailbreak-model")]
+        jailbreak_model: PathBuf,
         /// Router config of the embedding-similarity baseline.
         #[arg(long, default_value = "classifier-svc/config/router.yaml")]
         router_config: PathBuf,
@@ -178,10 +181,10 @@ fn main() -> Result<()> {
         Cmd::FinetuneCategory { src, args } => finetune::run(train::Task::Category, &src.sources(), &args).map(|_| ()),
         Cmd::FinetuneJailbreak { src, args } => finetune::run(train::Task::Jailbreak, &src.sources(), &args).map(|_| ()),
         Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
-        Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, router_config, report } => {
+        Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;
-            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, category_model, router_config, report };
+            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report };
             eval::run(&dirs, &mut e, &args)
         }
     }
