@@ -25,38 +25,48 @@ pub fn bucket_for(n: usize, buckets: &[usize]) -> usize {
     buckets.iter().copied().filter(|&b| b >= n).min().unwrap_or(n)
 }
 
-/// Embeds `texts` as one forward pass padded with empty texts up to its batch bucket; returns
-/// the vectors of the real texts only. With no buckets, nothing is padded.
+/// Runs `run` on `texts` padded with empty texts up to their batch bucket, as one forward
+/// pass; returns the outputs of the real texts only. With no buckets, nothing is padded.
+pub fn run_bucketed<S: AsRef<str>, T>(
+    texts: &[S],
+    buckets: &[usize],
+    run: impl FnOnce(&[&str]) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let n = texts.len();
+    let mut padded: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+    padded.resize(bucket_for(n, buckets).max(n), "");
+    let mut out = run(&padded)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Embeds `texts` as one forward pass padded up to its batch bucket ([`run_bucketed`]).
 pub fn embed_bucketed<B: Backend, S: AsRef<str>>(
     model: &Model<B>,
     texts: &[S],
     buckets: &[usize],
 ) -> Result<Vec<Vec<f32>>> {
-    let n = texts.len();
-    let size = bucket_for(n, buckets);
-    if size == n {
-        return model.embed(texts);
-    }
-    let mut padded: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-    padded.resize(size, "");
-    let mut out = model.embed(&padded)?;
-    out.truncate(n);
-    Ok(out)
+    run_bucketed(texts, buckets, |padded| model.embed(padded))
 }
 
-/// Runs every (batch bucket, sequence bucket) shape once, so no request pays for kernel
+/// Runs `run` once per (batch bucket, sequence bucket) shape, so no request pays for kernel
 /// compilation. Returns the number of shapes run.
-pub fn warm_up<B: Backend>(model: &Model<B>, batch_buckets: &[usize], seq_lens: &[usize]) -> Result<usize> {
+pub fn warm_up_with(batch_buckets: &[usize], seq_lens: &[usize], mut run: impl FnMut(&[&str]) -> Result<()>) -> Result<usize> {
     let mut shapes = 0;
     for &len in seq_lens {
         // "warm" is one token with the BERT tokenizers; [CLS] and [SEP] make up the rest.
         let text = vec!["warm"; len.saturating_sub(2).max(1)].join(" ");
         for &b in batch_buckets {
-            model.embed(&vec![text.as_str(); b])?;
+            run(&vec![text.as_str(); b])?;
             shapes += 1;
         }
     }
     Ok(shapes)
+}
+
+/// [`warm_up_with`] the embedding pass of `model`.
+pub fn warm_up<B: Backend>(model: &Model<B>, batch_buckets: &[usize], seq_lens: &[usize]) -> Result<usize> {
+    warm_up_with(batch_buckets, seq_lens, |texts| model.embed(texts).map(|_| ()))
 }
 
 #[cfg(feature = "cuda")]

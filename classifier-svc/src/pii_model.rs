@@ -59,8 +59,10 @@ pub struct PiiTagger<B: Backend> {
     /// Per class index: the Presidio type, or `None` for the outside label.
     types: Vec<Option<&'static str>>,
     /// GPU backends compile kernels per shape: batches are padded up to these sizes (with
-    /// empty texts) and sequences to the model's `seq_buckets`. Empty on the CPU.
+    /// `filler`, the tokens of an empty text) and sequences to the model's `seq_buckets`.
+    /// Empty on the CPU.
     batch_buckets: Vec<usize>,
+    filler: Vec<u32>,
 }
 
 impl<B: Backend> PiiTagger<B> {
@@ -86,7 +88,8 @@ impl<B: Backend> PiiTagger<B> {
         if !unknown.is_empty() {
             warn!(model = %dir.display(), labels = ?unknown, "PII labels with no known type are ignored");
         }
-        Ok(Self { model, types, batch_buckets: Vec::new() })
+        let filler = model.tokenize(&[""])?.remove(0);
+        Ok(Self { model, types, batch_buckets: Vec::new(), filler })
     }
 
     /// Pads batches to `batch_buckets` and sequences to `seq_buckets` (GPU backends).
@@ -100,11 +103,7 @@ impl<B: Backend> PiiTagger<B> {
     pub fn tag(&self, texts: &[String]) -> Result<Vec<Vec<PiiMatch>>> {
         let tokenized = self.model.tokenizer.encode_with_offsets(texts)?;
         let mut ids: Vec<Vec<u32>> = tokenized.iter().map(|t| t.ids.clone()).collect();
-        let padded_size = crate::gpu::bucket_for(ids.len(), &self.batch_buckets);
-        if padded_size > ids.len() {
-            let empty = self.model.tokenizer.encode(&[""])?.remove(0);
-            ids.resize(padded_size, empty);
-        }
+        ids.resize(crate::gpu::bucket_for(ids.len(), &self.batch_buckets).max(ids.len()), self.filler.clone());
         let logits = self.model.token_logits(&self.model.batch(&ids)).context("PII model")?;
         Ok(texts
             .iter()

@@ -212,23 +212,13 @@ impl Engine {
         if config.bert_model.device != Device::Cpu {
             model.seq_buckets = config.server.warmup_seq_lens.clone();
             // Every shape once, as for the embedding model: no request pays for compilation.
-            for &len in &config.server.warmup_seq_lens {
-                let text = vec!["warm"; len.saturating_sub(2).max(1)].join(" ");
-                for &b in batch_buckets {
-                    model.classify(&vec![text.as_str(); b])?;
-                }
-            }
+            crate::gpu::warm_up_with(batch_buckets, &config.server.warmup_seq_lens, |texts| model.classify(texts).map(|_| ()))?;
         }
         let labels = model.labels.clone();
         info!(model = %dir.display(), key, labels = ?labels, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded");
         let buckets = batch_buckets.to_vec();
         let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
-            let n = texts.len();
-            let size = crate::gpu::bucket_for(n, &buckets);
-            let mut padded: Vec<&str> = texts.iter().map(String::as_str).collect();
-            padded.resize(size.max(n), "");
-            let mut logits = model.classify(&padded)?;
-            logits.truncate(n);
+            let logits = crate::gpu::run_bucketed(texts, &buckets, |padded| model.classify(padded))?;
             Ok(logits.iter().map(|l| crate::guard::softmax(l)).collect())
         };
         Ok(Some((Batcher::start(classify, settings.clone(), Arc::new(())), labels)))

@@ -71,6 +71,49 @@ fn category_rows(md: &mut String, set: &str, model: &str, c: &Confusion) {
     let _ = writeln!(md, "| {set} | {model} | {} | {} | {} |", c.total(), pct(c.accuracy()), format!("{:.3}", c.macro_f1()));
 }
 
+/// The three jailbreak rows of one model: validation, peer jailbreak cases, peer questions.
+fn jailbreak_rows(md: &mut String, name: &str, val: &Confusion, peer_jailbreaks: &Confusion, peer_questions: &Confusion) {
+    let m = val.class(1);
+    let _ = writeln!(md, "| val (both labels) | {name} | {} | {:.3} | {:.3} | {:.3} | {} |", val.total(), m.precision, m.recall, m.f1, pct(val.false_positive_rate()));
+    let m = peer_jailbreaks.class(1);
+    let _ = writeln!(md, "| peer jailbreak cases (all expected blocked) | {name} | {} | {:.3} | {:.3} | {:.3} | — |", peer_jailbreaks.total(), m.precision, m.recall, m.f1);
+    let _ = writeln!(md, "| peer domain questions (all benign) | {name} | {} | — | — | — | {} |", peer_questions.total(), pct(peer_questions.false_positive_rate()));
+}
+
+/// Recall and false-positive rates at each of [`TRADEOFF_THRESHOLDS`] (fixed, not chosen on
+/// any result), from P(jailbreak) of the validation texts (labels `val_y`), the peer jailbreak
+/// cases and the peer questions.
+fn tradeoff(val_p: &[f32], val_y: &[usize], peer_jailbreaks: &[f32], peer_questions: &[f32]) -> Vec<Value> {
+    let rate = |probs: &[f32], t: f64| probs.iter().filter(|&&p| f64::from(p) >= t).count() as f64 / probs.len().max(1) as f64;
+    let (pos, neg): (Vec<(f32, usize)>, Vec<(f32, usize)>) = val_p.iter().copied().zip(val_y.iter().copied()).partition(|&(_, y)| y == 1);
+    let (pos, neg): (Vec<f32>, Vec<f32>) = (pos.into_iter().map(|(p, _)| p).collect(), neg.into_iter().map(|(p, _)| p).collect());
+    TRADEOFF_THRESHOLDS
+        .iter()
+        .map(|&t| {
+            json!({ "threshold": t, "val_recall": rate(&pos, t), "val_fpr": rate(&neg, t),
+                    "peer_recall": rate(peer_jailbreaks, t), "peer_domain_fpr": rate(peer_questions, t) })
+        })
+        .collect()
+}
+
+fn tradeoff_table(md: &mut String, curve: &[Value]) {
+    let _ = writeln!(md, "| threshold | val recall | val false-positive rate | peer recall | peer domain false-positive rate |\n|---|---|---|---|---|");
+    let f = |c: &Value, k: &str| c[k].as_f64().unwrap_or(0.0);
+    for c in curve {
+        let _ = writeln!(md, "| {} | {:.3} | {} | {:.3} | {} |", c["threshold"], f(c, "val_recall"), pct(f(c, "val_fpr")), f(c, "peer_recall"), pct(f(c, "peer_domain_fpr")));
+    }
+}
+
+/// Sequence-classification logits of `texts` by a fine-tuned model, 32 at a time.
+fn classify_all(model: &Model<Flex>, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
+    eprintln!("[eval] {} on {} {what} texts", model.labels.join("/"), texts.len());
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(32) {
+        out.extend(model.classify(chunk)?);
+    }
+    Ok(out)
+}
+
 fn per_class_table(md: &mut String, labels: &[String], val: &Confusion, peer: &Confusion, base: &Confusion) {
     let _ = writeln!(md, "| category | val P | val R | val F1 | val n | peer P | peer R | peer F1 | peer n | baseline peer F1 |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
@@ -176,12 +219,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         let model = Model::<Flex>::load(&args.category_model, &Default::default(), &device)?;
         let order = model.labels.iter().map(|l| index(l)).collect::<Result<Vec<_>>>()?;
         let predict = |texts: Vec<String>, what: &str| -> Result<Vec<usize>> {
-            eprintln!("[eval] fine-tuned category model on {} {what} texts", texts.len());
-            let mut out = Vec::with_capacity(texts.len());
-            for chunk in texts.chunks(32) {
-                out.extend(model.classify(chunk)?.iter().map(|l| order[argmax(l)]));
-            }
-            Ok(out)
+            Ok(classify_all(&model, &texts, what)?.iter().map(|l| order[argmax(l)]).collect())
         };
         let v = predict(val.iter().map(|e| e.text.clone()).collect(), "validation")?;
         let p = predict(peer.domain.iter().map(|(q, _)| q.clone()).collect(), "peer")?;
@@ -242,86 +280,44 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     let peer_flags = flag(&peer_jp);
     let c_jpeer = Confusion::new(2, &vec![1; peer_jp.len()], &peer_flags);
     // The peer domain questions are benign prompts: false positives there block real traffic.
-    let dom_flags = flag(&prob(&peer_x));
+    let dom_p = prob(&peer_x);
+    let dom_flags = flag(&dom_p);
     let c_dom = Confusion::new(2, &vec![0; dom_flags.len()], &dom_flags);
 
     let _ = writeln!(md, "\n## Jailbreak head (benign / jailbreak)\n");
     let _ = writeln!(md, "Head: `{}`, hidden layers {:?}, flags a prompt when P(`{pos_label}`) ≥ {threshold} (fixed, not tuned). Trained on {jtrain} examples, validated on {} held out by family (near-variants of a text share its split).\n", args.jailbreak_head.display(), jmeta.hidden_sizes, jval.len());
     let _ = writeln!(md, "| set | model | n | precision | recall | F1 | false-positive rate |\n|---|---|---|---|---|---|---|");
-    let m = c_jval.class(1);
-    let _ = writeln!(md, "| val (both labels) | jailbreak head | {} | {:.3} | {:.3} | {:.3} | {} |", c_jval.total(), m.precision, m.recall, m.f1, pct(c_jval.false_positive_rate()));
-    let m = c_jpeer.class(1);
-    let _ = writeln!(md, "| peer jailbreak cases (all expected blocked) | jailbreak head | {} | {:.3} | {:.3} | {:.3} | — |", c_jpeer.total(), m.precision, m.recall, m.f1);
-    let _ = writeln!(md, "| peer domain questions (all benign) | jailbreak head | {} | — | — | — | {} |", c_dom.total(), pct(c_dom.false_positive_rate()));
+    jailbreak_rows(&mut md, "jailbreak head", &c_jval, &c_jpeer, &c_dom);
     // The fine-tuned encoder, when one was trained (on a GPU: `router-train finetune-jailbreak`).
     let mut tuned_curve = None;
     if args.jailbreak_model.join("model.safetensors").exists() {
         let model = Model::<Flex>::load(&args.jailbreak_model, &Default::default(), &device)?;
         let pos = model.labels.iter().position(|l| *l == pos_label).ok_or_else(|| anyhow!("{}: no label `{pos_label}`", args.jailbreak_model.display()))?;
-        let probs = |texts: Vec<String>, what: &str| -> Result<Vec<f32>> {
-            eprintln!("[eval] fine-tuned jailbreak model on {} {what} texts", texts.len());
-            let mut out = Vec::with_capacity(texts.len());
-            for chunk in texts.chunks(32) {
-                out.extend(model.classify(chunk)?.iter().map(|l| softmax(l)[pos]));
-            }
-            Ok(out)
+        let probs = |texts: &[String], what: &str| -> Result<Vec<f32>> {
+            Ok(classify_all(&model, texts, what)?.iter().map(|l| softmax(l)[pos]).collect())
         };
-        let tv = probs(jval.iter().map(|e| e.text.clone()).collect(), "validation")?;
-        let tj = probs(peer.jailbreak.clone(), "peer jailbreak")?;
-        let td = probs(peer.domain.iter().map(|(q, _)| q.clone()).collect(), "peer domain")?;
-        let c = Confusion::new(2, &jy, &flag(&tv));
-        let m = c.class(1);
-        let name = "fine-tuned encoder (`models/jailbreak-model`)";
-        let _ = writeln!(md, "| val (both labels) | {name} | {} | {:.3} | {:.3} | {:.3} | {} |", c.total(), m.precision, m.recall, m.f1, pct(c.false_positive_rate()));
-        let c = Confusion::new(2, &vec![1; tj.len()], &flag(&tj));
-        let m = c.class(1);
-        let _ = writeln!(md, "| peer jailbreak cases (all expected blocked) | {name} | {} | {:.3} | {:.3} | {:.3} | — |", c.total(), m.precision, m.recall, m.f1);
-        let c = Confusion::new(2, &vec![0; td.len()], &flag(&td));
-        let _ = writeln!(md, "| peer domain questions (all benign) | {name} | {} | — | — | — | {} |", c.total(), pct(c.false_positive_rate()));
-        tuned_curve = Some((tv, tj, td));
+        let tv = probs(&jval.iter().map(|e| e.text.clone()).collect::<Vec<_>>(), "validation")?;
+        let tj = probs(&peer.jailbreak, "peer jailbreak")?;
+        let td = probs(&peer.domain.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>(), "peer domain")?;
+        let c_val = Confusion::new(2, &jy, &flag(&tv));
+        let c_j = Confusion::new(2, &vec![1; tj.len()], &flag(&tj));
+        let c_d = Confusion::new(2, &vec![0; td.len()], &flag(&td));
+        jailbreak_rows(&mut md, "fine-tuned encoder (`models/jailbreak-model`)", &c_val, &c_j, &c_d);
+        tuned_curve = Some(tradeoff(&tv, &jy, &tj, &td));
     }
     let _ = writeln!(md, "| peer jailbreak cases | baseline (server today: no jailbreak check) | {} | — | 0.000 | — | 0.0% |", c_jpeer.total());
     if tuned_curve.is_some() {
         let _ = writeln!(md, "\nThe fine-tuned encoder is all of MiniLM plus a classifier trained end to end on the same training split (`router-train finetune-jailbreak --device cuda`: 3 epochs, ~40 s on an H100), evaluated here on the CPU from its saved weights; `prompt_guard.model_id` selects it (a second encoder pass per request while the guard is enabled).");
     }
 
-    // Trade-off: the operator picks prompt_guard.threshold; show what each choice costs. Rows
-    // are fixed thresholds, not chosen on any result.
-    let rate = |probs: &[f32], t: f64| probs.iter().filter(|&&p| f64::from(p) >= t).count() as f64 / probs.len().max(1) as f64;
-    let (val_pos, val_neg): (Vec<f32>, Vec<f32>) = {
-        let (mut pos, mut neg) = (Vec::new(), Vec::new());
-        for (&p, &y) in jp.iter().zip(&jy) {
-            if y == 1 { pos.push(p) } else { neg.push(p) }
-        }
-        (pos, neg)
-    };
-    let dom_p = prob(&peer_x);
-    let curve: Vec<serde_json::Value> = TRADEOFF_THRESHOLDS
-        .iter()
-        .map(|&t| {
-            json!({ "threshold": t, "val_recall": rate(&val_pos, t), "val_fpr": rate(&val_neg, t),
-                    "peer_recall": rate(&peer_jp, t), "peer_domain_fpr": rate(&dom_p, t) })
-        })
-        .collect();
+    // Trade-off: the operator picks prompt_guard.threshold; show what each choice costs.
+    let curve = tradeoff(&jp, &jy, &peer_jp, &dom_p);
     let _ = writeln!(md, "\n### Threshold trade-off (`prompt_guard.threshold`)\n");
     let _ = writeln!(md, "![jailbreak threshold trade-off](jailbreak-tradeoff.png)\n");
-    let _ = writeln!(md, "| threshold | val recall | val false-positive rate | peer recall | peer domain false-positive rate |\n|---|---|---|---|---|");
-    for c in &curve {
-        let _ = writeln!(md, "| {} | {:.3} | {} | {:.3} | {} |", c["threshold"], c["val_recall"].as_f64().unwrap_or(0.0), pct(c["val_fpr"].as_f64().unwrap_or(0.0)), c["peer_recall"].as_f64().unwrap_or(0.0), pct(c["peer_domain_fpr"].as_f64().unwrap_or(0.0)));
-    }
-    if let Some((tv, tj, td)) = &tuned_curve {
-        let (pos_p, neg_p): (Vec<f32>, Vec<f32>) = {
-            let (mut a, mut b) = (Vec::new(), Vec::new());
-            for (&p, &y) in tv.iter().zip(&jy) {
-                if y == 1 { a.push(p) } else { b.push(p) }
-            }
-            (a, b)
-        };
+    tradeoff_table(&mut md, &curve);
+    if let Some(tuned) = &tuned_curve {
         let _ = writeln!(md, "\nThe same for the fine-tuned encoder:\n");
-        let _ = writeln!(md, "| threshold | val recall | val false-positive rate | peer recall | peer domain false-positive rate |\n|---|---|---|---|---|");
-        for &t in &TRADEOFF_THRESHOLDS {
-            let _ = writeln!(md, "| {t} | {:.3} | {} | {:.3} | {} |", rate(&pos_p, t), pct(rate(&neg_p, t)), rate(tj, t), pct(rate(td, t)));
-        }
+        tradeoff_table(&mut md, tuned);
     }
 
     let _ = writeln!(md, "\n### Validation split by source\n");
