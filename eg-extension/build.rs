@@ -1,6 +1,6 @@
-//! tonic stubs for `envoygateway.extension.EnvoyGatewayExtension` (Envoy Gateway's
-//! `proto/extension/service.proto`), generated without protoc from a hand-written description:
-//! the messages are the hand-written ones in `src/proto.rs`.
+//! tonic stubs for `envoygateway.extension.EnvoyGatewayExtension` (described in
+//! `proto/eg_extension.proto`), generated without protoc from a hand-written description: the
+//! messages are the hand-written ones in `src/proto.rs`.
 use tonic_prost_build::manual::{Builder, Method, Service};
 
 fn main() {

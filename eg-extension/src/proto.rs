@@ -1,13 +1,13 @@
-//! The messages of Envoy Gateway's extension API, `envoygateway.extension` (upstream
-//! `proto/extension/service.proto` and `context.proto`, copied unmodified in
-//! `proto/upstream/`), written by hand with the upstream field numbers.
+//! The messages of Envoy Gateway's extension API, `envoygateway.extension`, as described in
+//! `proto/eg_extension.proto` (this crate's own description of the part of the API it serves:
+//! upstream names and field numbers, Envoy resources as bytes), written by hand for prost.
 //!
 //! Every Envoy resource (`envoy.config.listener.v3.Listener`, `Route`, `Cluster`, ...) is kept
 //! as its encoded bytes: an embedded message and a `bytes` field have the same wire encoding,
-//! so these messages are wire-compatible with the upstream ones. Keeping bytes means that the
-//! server returns everything it does not edit exactly as Envoy Gateway sent it, including
-//! fields newer than any Rust binding of Envoy's API (a decode and re-encode through generated
-//! types would silently drop those). [`crate::patch`] edits the listener bytes in place.
+//! so these messages are wire-compatible with the ones Envoy Gateway sends. Keeping bytes means
+//! that the server returns everything it does not edit exactly as Envoy Gateway sent it,
+//! including fields newer than any Rust binding of Envoy's API (a decode and re-encode through
+//! generated types would silently drop those). [`crate::patch`] edits the listener bytes in place.
 
 /// `ExtensionResource`: a Kubernetes object as the JSON of an `unstructured.Unstructured`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -165,15 +165,20 @@ pub mod service {
 mod tests {
     use std::collections::BTreeMap;
 
-    /// (message, field) -> field number, from the upstream .proto text.
-    fn upstream_fields() -> BTreeMap<(String, String), u32> {
+    const PROTO: &str = include_str!("../proto/eg_extension.proto");
+
+    /// (message, field) -> field number, from the .proto text.
+    fn proto_fields() -> BTreeMap<(String, String), u32> {
         let mut out = BTreeMap::new();
-        for text in [include_str!("../proto/upstream/service.proto"), include_str!("../proto/upstream/context.proto")] {
+        {
+            let text = PROTO;
             let mut message: Option<String> = None;
             for line in text.lines() {
                 let line = line.split("//").next().unwrap().trim();
                 if let Some(rest) = line.strip_prefix("message ") {
-                    message = Some(rest.trim_end_matches('{').trim().to_string());
+                    // `message Name {` opens a block, `message Name {}` is empty.
+                    let name = rest.trim_end_matches('}').trim_end_matches('{').trim().to_string();
+                    message = (!rest.ends_with('}')).then_some(name);
                     continue;
                 }
                 if line.starts_with('}') {
@@ -191,13 +196,13 @@ mod tests {
         out
     }
 
-    /// The hand-written messages use exactly the upstream field numbers: encoding a message
-    /// with every field set yields exactly the upstream numbers of that message.
+    /// The hand-written messages use exactly the field numbers of the .proto: encoding a
+    /// message with every field set yields exactly the numbers the .proto gives that message.
     #[test]
-    fn field_numbers_match_the_upstream_proto() {
+    fn field_numbers_match_the_proto() {
         use super::*;
         use prost::Message;
-        let upstream = upstream_fields();
+        let declared = proto_fields();
         let r = || ExtensionResource { unstructured_bytes: b"{}".to_vec() };
         let b = || Some(vec![1u8]);
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -224,16 +229,35 @@ mod tests {
             let mut ours: Vec<u32> = crate::wire::fields(bytes).unwrap().iter().map(|f| f.number).collect();
             ours.sort();
             ours.dedup();
-            let mut theirs: Vec<u32> = upstream.iter().filter(|((m, _), _)| m == message).map(|(_, n)| *n).collect();
+            let mut theirs: Vec<u32> = declared.iter().filter(|((m, _), _)| m == message).map(|(_, n)| *n).collect();
             theirs.sort();
-            assert_eq!(ours, theirs, "{message}: field numbers differ from the upstream proto");
+            assert_eq!(ours, theirs, "{message}: field numbers differ from proto/eg_extension.proto");
             covered.insert(message.to_string());
         }
-        // Every upstream message with fields is covered (the two empty contexts have none).
-        let with_fields: std::collections::BTreeSet<String> = upstream.keys().map(|(m, _)| m.clone()).collect();
+        // Every message with fields is covered (the two empty contexts have none).
+        let with_fields: std::collections::BTreeSet<String> = declared.keys().map(|(m, _)| m.clone()).collect();
         assert_eq!(with_fields, covered);
-        assert_eq!(upstream[&("PostHTTPListenerModifyRequest".to_string(), "listener".to_string())], 1);
-        assert_eq!(upstream[&("PostTranslateModifyRequest".to_string(), "listeners".to_string())], 4);
-        assert_eq!(upstream[&("PostTranslateModifyResponse".to_string(), "listeners".to_string())], 3);
+        assert_eq!(declared[&("PostHTTPListenerModifyRequest".to_string(), "listener".to_string())], 1);
+        assert_eq!(declared[&("PostTranslateModifyRequest".to_string(), "listeners".to_string())], 4);
+        assert_eq!(declared[&("PostTranslateModifyResponse".to_string(), "listeners".to_string())], 3);
+    }
+
+    /// The generated service (build.rs) has exactly the methods of the .proto's service, under
+    /// the gRPC paths Envoy Gateway calls.
+    #[test]
+    fn service_methods_match_the_proto() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/envoygateway.extension.EnvoyGatewayExtension.rs"));
+        let rpcs: Vec<&str> = PROTO
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .map(|l| l.split('(').next().unwrap().trim())
+            .collect();
+        assert_eq!(rpcs.len(), 6, "{rpcs:?}");
+        assert!(PROTO.contains("package envoygateway.extension;") && PROTO.contains("service EnvoyGatewayExtension {"));
+        for rpc in &rpcs {
+            let path = format!("\"/envoygateway.extension.EnvoyGatewayExtension/{rpc}\"");
+            assert!(generated.contains(&path), "build.rs lacks {rpc}");
+        }
+        assert_eq!(generated.matches("\"/envoygateway.extension.EnvoyGatewayExtension/").count(), 2 * rpcs.len(), "client and server paths, no extra methods");
     }
 }

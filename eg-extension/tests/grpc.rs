@@ -1,5 +1,5 @@
 //! The server on an ephemeral port, called the way Envoy Gateway calls it: a tonic client with
-//! typed messages (Envoy's `Listener` as a message, as in the upstream proto), which also checks
+//! typed messages (Envoy's `Listener` as a message, as Envoy Gateway declares it), which also checks
 //! that the server's raw-bytes messages are wire-compatible with them.
 
 use std::time::Duration;
@@ -13,7 +13,7 @@ use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-/// `PostHTTPListenerModifyRequest` with Envoy's typed listener (upstream field numbers).
+/// `PostHTTPListenerModifyRequest` with Envoy's typed listener (Envoy Gateway's field numbers).
 #[derive(Clone, PartialEq, prost::Message)]
 struct TypedListenerRequest {
     #[prost(message, optional, tag = "1")]
