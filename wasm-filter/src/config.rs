@@ -11,9 +11,25 @@ pub enum FailMode {
     Closed,
 }
 
+/// Where the routing decision takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    /// Pause at request headers until the decision is made, then set `selected_model_header`
+    /// and clear the route cache, so Envoy routes on the header (several backends). Needs
+    /// `allow_on_headers_stop_iteration: true` in the Wasm plugin config.
+    Header,
+    /// Let request headers go upstream at once and rewrite only the body's `model`: for one
+    /// backend that routes on the body (a Dynamo frontend, vLLM with several models, LiteLLM).
+    /// Works without `allow_on_headers_stop_iteration`.
+    Body,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterConfig {
+    /// Header routing (pause at headers, route on `selected_model_header`) or body-only routing.
+    pub route_mode: RouteMode,
     /// Envoy cluster of the classifier sidecar (needs HTTP/2).
     pub classifier_cluster: String,
     /// Deadline of the Classify callout.
@@ -54,6 +70,7 @@ pub struct FilterConfig {
 impl Default for FilterConfig {
     fn default() -> Self {
         Self {
+            route_mode: RouteMode::Header,
             classifier_cluster: "semantic_router_classifier".into(),
             timeout_ms: 300,
             auto_model_names: vec!["MoM".into(), "auto".into()],
@@ -159,6 +176,11 @@ mod tests {
         assert_eq!(c.timeout_ms, 300);
         assert!(c.is_auto_model("MoM") && c.is_auto_model("auto") && !c.is_auto_model("qwen"));
         assert_eq!(c.fail_mode, FailMode::Open);
+        assert_eq!(c.route_mode, RouteMode::Header);
+        let c = FilterConfig::parse(br#"{"default_model":"qwen","route_mode":"body"}"#).unwrap();
+        assert_eq!(c.route_mode, RouteMode::Body);
+        let e = FilterConfig::parse(br#"{"default_model":"m","route_mode":"path"}"#).unwrap_err();
+        assert!(e.contains("path"), "{e}");
     }
 
     #[test]

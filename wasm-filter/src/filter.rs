@@ -1,7 +1,7 @@
 //! The per-request state machine: strip spoofed headers, buffer, parse, classify, apply.
 
 use crate::body_mutations::{self, ReasoningOutcome};
-use crate::config::{FailMode, FilterConfig};
+use crate::config::{FailMode, FilterConfig, RouteMode};
 use crate::host::{Host, LogLevel};
 use crate::json_edit;
 use crate::metrics::{Counter, FallbackReason};
@@ -104,6 +104,14 @@ impl RequestFilter {
             return self.reject(host, ApiError::invalid_request("the request body is empty", None));
         }
         self.state = State::Buffering { endpoint };
+        if self.config.route_mode == RouteMode::Body {
+            // The headers leave now, before the body is rewritten: a content-length would be
+            // stale (Envoy forwards the header as is and sends the rewritten body, so the backend
+            // reads too few or too many bytes). Without it Envoy frames the upstream body itself
+            // (chunked on HTTP/1.1, DATA frames on HTTP/2).
+            host.remove_request_header("content-length");
+            return Flow::Continue;
+        }
         Flow::Pause
     }
 
@@ -411,7 +419,8 @@ impl RequestFilter {
 
     fn replace_body(&self, host: &mut impl Host, body: &[u8]) {
         host.replace_request_body(body);
-        if host.request_header("content-length").is_some() {
+        // In body mode the headers (without content-length) are already upstream.
+        if self.config.route_mode == RouteMode::Header && host.request_header("content-length").is_some() {
             host.set_request_header("content-length", &body.len().to_string());
         }
     }
@@ -422,13 +431,18 @@ impl RequestFilter {
             .iter()
             .find(|(n, _)| *n == self.config.selected_model_header)
             .map(|(_, v)| v.clone());
+        self.state = State::Done;
+        if self.config.route_mode == RouteMode::Body {
+            // The request headers already went upstream: the body's model is the route, and the
+            // decision headers only go back to the client on the response.
+            return;
+        }
         for (name, value) in &self.decision_headers {
             host.set_request_header(name, value);
         }
         if let Err(e) = host.clear_route_cache() {
             host.log(LogLevel::Warn, &format!("clear_route_cache failed: {e}"));
         }
-        self.state = State::Done;
     }
 
     fn reject(&mut self, host: &mut impl Host, error: ApiError) -> Flow {

@@ -490,7 +490,8 @@ fn fuzz_body_handling() {
         let mut host = RecordingHost::request("/v1/chat/completions", "");
         host.body = body.clone();
         host.set_request_header("content-length", &body.len().to_string());
-        let mut filter = RequestFilter::new(config(""));
+        // Both route modes share the body handling; alternate them.
+        let mut filter = RequestFilter::new(config(if i % 2 == 0 { "" } else { BODY_MODE }));
         let (_, flow) = send(&mut filter, &mut host);
         if let Some((status, _, response)) = &host.local_response {
             assert!(matches!(status, 400 | 413), "{text:?} → {status}");
@@ -672,4 +673,160 @@ fn classifier_text_is_bounded_on_char_boundaries() {
     assert_eq!(sent.text.len(), 1000, "cut back to a character boundary");
     assert!(sent.context.iter().all(|t| t.content.len() <= 1001));
     assert_eq!(host.body, body.as_bytes(), "the body itself is untouched until the decision");
+}
+
+const BODY_MODE: &str = r#","route_mode":"body""#;
+
+/// `route_mode: body`: headers go upstream at once (without content-length), only the body's
+/// `model` carries the decision, and the decision headers go back to the client only.
+mod body_mode {
+    use super::*;
+    use router_proto::v1::CacheHit;
+
+    /// Request headers the backend would see: no routing header, no decision header.
+    fn assert_no_routing_headers(host: &RecordingHost) {
+        let leaked: Vec<_> = host.request_headers.iter().filter(|(n, _)| n == "x-selected-model" || n.starts_with("x-vsr-")).collect();
+        assert!(leaked.is_empty(), "routing headers on the upstream request: {leaked:?}");
+    }
+
+    fn spoofed(body: &str) -> RecordingHost {
+        let mut host = RecordingHost::request("/v1/chat/completions", body);
+        host.request_headers.push(("x-selected-model".into(), "premium".into()));
+        host.request_headers.push(("x-vsr-selected-category".into(), "math".into()));
+        host
+    }
+
+    #[test]
+    fn headers_continue_stripped_and_without_content_length_then_the_body_is_rewritten() {
+        let mut host = spoofed(CHAT);
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(filter.on_request_headers(&mut host, false), Flow::Continue, "no pause at headers");
+        assert_eq!(host.header("content-length"), None, "a stale length never goes upstream");
+        assert_no_routing_headers(&host);
+        assert_eq!(host.header("x-request-id"), Some("req-1"), "other headers are kept");
+
+        // The body is held (StopIterationAndBuffer) until its end, then held for the callout.
+        assert_eq!(filter.on_request_body(&mut host, 10, false), Flow::Pause);
+        assert_eq!(filter.on_request_body(&mut host, CHAT.len(), true), Flow::Pause);
+        assert_eq!(host.dispatched.len(), 1);
+        host.grpc_reply = Some(reply(Decision {
+            selected_model: "math-model".into(),
+            category: "math".into(),
+            confidence: 0.91,
+            headers: vec![Header { name: "x-vsr-extra".into(), value: "1".into() }],
+            ..Default::default()
+        }));
+        filter.on_classify_response(&mut host, 7, 0, 10);
+
+        assert_eq!(host.resumed, 1);
+        assert_eq!(host.route_cache_cleared, 0, "no header-based route change");
+        assert_eq!(host.body_json()["model"], "math-model");
+        assert_eq!(String::from_utf8(host.body.clone()).unwrap(), CHAT.replace(r#""model":"MoM""#, r#""model":"math-model""#));
+        assert_eq!(host.header("content-length"), None);
+        assert_no_routing_headers(&host);
+        assert!(host.counted(Counter::Routed));
+
+        host.response_headers.push((":status".into(), "200".into()));
+        filter.on_response_headers(&mut host);
+        for (name, value) in [("x-vsr-selected-model", "math-model"), ("x-vsr-selected-category", "math"), ("x-vsr-extra", "1"), ("x-selected-model", "math-model")] {
+            assert_eq!(host.response_header(name).as_deref(), Some(value), "{name} on the response");
+        }
+        host.response_chunk = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#.to_vec();
+        let size = host.response_chunk.len();
+        filter.on_response_body(&mut host, size, true);
+        assert_eq!(*host.usage.borrow(), vec![("math-model".to_string(), 3, 4)], "usage counted for the body's model");
+    }
+
+    #[test]
+    fn explicit_model_goes_through_untouched() {
+        let body = r#"{"model":"premium","messages":[{"role":"user","content":"hi"}]}"#;
+        let mut host = spoofed(body);
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Continue));
+        assert!(host.dispatched.is_empty());
+        assert_eq!(host.body, body.as_bytes());
+        assert_eq!(host.route_cache_cleared, 0);
+        assert_no_routing_headers(&host);
+        assert!(host.counted(Counter::Explicit));
+    }
+
+    #[test]
+    fn failures_fall_back_by_rewriting_the_body() {
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.dispatch_error = Some("cluster not found".into());
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Continue));
+        assert_eq!(host.body_json()["model"], "fallback-model");
+        assert_no_routing_headers(&host);
+        assert!(host.counted(Counter::Fallback(FallbackReason::DispatchFailed)));
+        filter.on_response_headers(&mut host);
+        assert_eq!(host.response_header("x-vsr-fallback").as_deref(), Some("dispatch_failed"));
+
+        // A callout that fails after dispatch resumes the held body, rewritten.
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        send(&mut filter, &mut host);
+        filter.on_classify_response(&mut host, 7, 14, 0);
+        assert_eq!((host.resumed, host.route_cache_cleared), (1, 0));
+        assert_eq!(host.body_json()["model"], "fallback-model");
+    }
+
+    #[test]
+    fn blocks_cache_hits_and_bad_bodies_are_answered_locally_after_the_headers_left() {
+        let block = Decision {
+            selected_model: "m".into(),
+            block: Some(Block { status: 400, r#type: "content_policy_violation".into(), code: "jailbreak".into(), message: "no".into() }),
+            ..Default::default()
+        };
+        let hit = Decision {
+            selected_model: "m".into(),
+            cache_hit: Some(CacheHit { body: br#"{"object":"chat.completion","choices":[]}"#.to_vec(), similarity: 0.99 }),
+            ..Default::default()
+        };
+        for (decision, status) in [(block, 400), (hit, 200)] {
+            let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+            let mut filter = RequestFilter::new(config(BODY_MODE));
+            assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Pause));
+            host.grpc_reply = Some(reply(decision));
+            filter.on_classify_response(&mut host, 7, 0, 1);
+            assert_eq!(host.local_response.as_ref().unwrap().0, status);
+            assert_eq!(host.resumed, 0, "the held body never goes upstream");
+        }
+
+        let mut host = RecordingHost::request("/v1/chat/completions", "{\"model\":");
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Pause));
+        assert_eq!(host.local_response.as_ref().unwrap().0, 400);
+    }
+
+    #[test]
+    fn what_can_be_refused_at_headers_is_refused_before_anything_leaves() {
+        // Declared too large, or no body at all: answered while the headers are still held.
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        let mut filter = RequestFilter::new(config(&format!("{BODY_MODE},\"max_body_bytes\":16")));
+        assert_eq!(filter.on_request_headers(&mut host, false), Flow::Pause);
+        assert_eq!(host.local_response.as_ref().unwrap().0, 413);
+
+        let mut host = RecordingHost::request("/v1/chat/completions", "");
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(filter.on_request_headers(&mut host, true), Flow::Pause);
+        assert_eq!(host.local_response.as_ref().unwrap().0, 400);
+
+        // Other paths keep their content-length.
+        let mut host = RecordingHost::request("/v1/embeddings", "{}");
+        let mut filter = RequestFilter::new(config(BODY_MODE));
+        assert_eq!(filter.on_request_headers(&mut host, false), Flow::Continue);
+        assert_eq!(host.header("content-length"), Some("2"));
+    }
+
+    #[test]
+    fn skip_processing_rewrites_the_body_only() {
+        let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+        host.request_headers.push(("x-vsr-skip-processing".into(), "true".into()));
+        let mut filter = RequestFilter::new(config(&format!("{BODY_MODE},\"allow_skip_processing\":true")));
+        assert_eq!(send(&mut filter, &mut host), (Flow::Continue, Flow::Continue));
+        assert!(host.dispatched.is_empty());
+        assert_eq!(host.body_json()["model"], "fallback-model");
+        assert_no_routing_headers(&host);
+    }
 }
