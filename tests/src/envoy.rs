@@ -55,6 +55,10 @@ pub struct EnvoyConfig {
     pub extproc_port: Option<u16>,
     pub wasm_path: PathBuf,
     pub buffer_limit_bytes: usize,
+    /// The Wasm plugin's `allow_on_headers_stop_iteration` (header route mode needs it).
+    pub allow_on_headers_stop_iteration: bool,
+    /// Render only `backend_primary`, with no header route: the filter's body route mode.
+    pub single_backend: bool,
 }
 
 impl EnvoyConfig {
@@ -71,6 +75,20 @@ impl EnvoyConfig {
             extproc_port: None,
             wasm_path: wasm_filter_path(),
             buffer_limit_bytes: 32 * 1024 * 1024,
+            allow_on_headers_stop_iteration: true,
+            single_backend: false,
+        }
+    }
+
+    /// Body route mode: one backend receives every model (it routes on the body's `model`),
+    /// and the filter runs without `allow_on_headers_stop_iteration`, as Envoy Gateway's Wasm API
+    /// configures it. `filter_config` should set `"route_mode":"body"`.
+    pub fn body_mode(classifier_port: u16, backend: u16, filter_config: &str) -> Self {
+        Self {
+            secondary_models: Vec::new(),
+            allow_on_headers_stop_iteration: false,
+            single_backend: true,
+            ..Self::new(classifier_port, backend, backend, filter_config)
         }
     }
 
@@ -84,6 +102,10 @@ impl EnvoyConfig {
         if self.extproc_port.is_none() {
             text = drop_block(&text, "# BEGIN extproc-baseline ", "# END extproc-baseline\n")?;
             text = drop_block(&text, "# BEGIN extproc-baseline-cluster", "# END extproc-baseline-cluster")?;
+        }
+        if self.single_backend {
+            text = drop_block(&text, "# BEGIN header-routes", "# END header-routes")?;
+            text = drop_block(&text, "# BEGIN backend-secondary", "# END backend-secondary")?;
         }
         let regex = if self.secondary_models.is_empty() {
             "^$a".to_string() // matches nothing
@@ -106,6 +128,7 @@ impl EnvoyConfig {
             ("WASM_PATH", self.wasm_path.display().to_string()),
             ("BUFFER_LIMIT_BYTES", self.buffer_limit_bytes.to_string()),
             ("EXTPROC_PORT", self.extproc_port.unwrap_or(0).to_string()),
+            ("ALLOW_ON_HEADERS_STOP_ITERATION", self.allow_on_headers_stop_iteration.to_string()),
         ];
         for (name, value) in vars {
             text = text.replace(&format!("${{{name}}}"), &value);
@@ -292,5 +315,12 @@ mod tests {
         let text = extproc.render().unwrap();
         assert!(text.contains("envoy.filters.http.ext_proc") && text.contains("port_value: 4444"));
         assert!(!text.contains("envoy.filters.http.wasm"));
+        assert!(wasm.render().unwrap().contains("allow_on_headers_stop_iteration: true"));
+
+        let body = EnvoyConfig::body_mode(1, 2, r#"{"default_model":"m","route_mode":"body"}"#);
+        let text = body.render().unwrap();
+        assert!(text.contains("allow_on_headers_stop_iteration: false"));
+        assert!(!text.contains("name: backend_secondary") && !text.contains("name: x-selected-model"), "one backend, no header route");
+        assert!(text.contains("cluster: backend_primary") && text.contains("port_value: 2 }"));
     }
 }

@@ -49,6 +49,20 @@ pub struct RequestFilter {
     /// The model this request was sent to (for token-usage metrics).
     routed_model: Option<String>,
     usage: Option<UsageScanner>,
+    /// Request headers the body phase needs, read at request headers.
+    request: RequestHeaders,
+}
+
+/// Request header values read in `on_request_headers`: in body mode Envoy drops its handle on
+/// the request headers once that callback continues, and a later read fails (the SDK then
+/// aborts the VM), so the body phase must not read them.
+#[derive(Debug, Default)]
+struct RequestHeaders {
+    request_id: String,
+    path: String,
+    tenant: String,
+    /// W3C trace context for the callout's metadata.
+    trace: Vec<(&'static str, String)>,
 }
 
 /// Copy of a response on its way to the client, for the semantic cache.
@@ -71,6 +85,7 @@ impl RequestFilter {
             cache_store: None,
             routed_model: None,
             usage: None,
+            request: RequestHeaders::default(),
         }
     }
 
@@ -103,6 +118,12 @@ impl RequestFilter {
         if end_of_stream {
             return self.reject(host, ApiError::invalid_request("the request body is empty", None));
         }
+        self.request = RequestHeaders {
+            request_id: host.request_header("x-request-id").unwrap_or_default(),
+            path,
+            tenant: host.request_header(&self.config.tenant_header).unwrap_or_default(),
+            trace: trace_context(host),
+        };
         self.state = State::Buffering { endpoint };
         if self.config.route_mode == RouteMode::Body {
             // The headers leave now, before the body is rewritten: a content-length would be
@@ -154,9 +175,9 @@ impl RequestFilter {
             return Flow::Continue;
         }
 
-        let message = self.classify_request(host, &request).encode_to_vec();
+        let message = self.classify_request(&request).encode_to_vec();
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let metadata = trace_context(host);
+        let metadata = self.request.trace.clone();
         match host.dispatch_classify(&self.config.classifier_cluster, &message, &metadata, timeout) {
             Ok(token) => {
                 let stream = request.stream;
@@ -268,7 +289,7 @@ impl RequestFilter {
         Flow::Continue
     }
 
-    fn classify_request(&self, host: &impl Host, request: &PromptRequest) -> ClassifyRequest {
+    fn classify_request(&self, request: &PromptRequest) -> ClassifyRequest {
         let limit = self.config.max_classify_bytes;
         ClassifyRequest {
             text: prefix(&request.text, limit).to_string(),
@@ -278,9 +299,9 @@ impl RequestFilter {
                 .map(|(role, content)| Turn { role: role.clone(), content: prefix(content, limit).to_string() })
                 .collect(),
             requested_model: request.model.clone(),
-            request_id: host.request_header("x-request-id").unwrap_or_default(),
-            path: host.request_header(":path").unwrap_or_default(),
-            tenant: host.request_header(&self.config.tenant_header).unwrap_or_default(),
+            request_id: self.request.request_id.clone(),
+            path: self.request.path.clone(),
+            tenant: self.request.tenant.clone(),
             traits: Some(RequestTraits {
                 stream: request.stream,
                 has_tools: request.has_tools,
@@ -328,7 +349,7 @@ impl RequestFilter {
         }
         if decision.cache_store {
             self.cache_store = Some(CacheCapture {
-                request_id: host.request_header("x-request-id").unwrap_or_default(),
+                request_id: self.request.request_id.clone(),
                 body: None,
                 sse: false,
             });

@@ -21,6 +21,9 @@ struct RecordingHost {
     response_chunk: Vec<u8>,
     stored: Vec<Vec<u8>>,
     usage: RefCell<Vec<(String, u64, u64)>>,
+    /// Envoy forgets the request headers once `on_request_headers` continues; the SDK aborts
+    /// the VM on a later access, so here it panics.
+    headers_released: bool,
 }
 
 impl RecordingHost {
@@ -52,9 +55,11 @@ impl RecordingHost {
 
 impl Host for RecordingHost {
     fn request_header(&self, name: &str) -> Option<String> {
+        assert!(!self.headers_released, "request header {name} read after on_request_headers continued");
         self.header(name).map(str::to_string)
     }
     fn request_headers(&self) -> Vec<(String, String)> {
+        assert!(!self.headers_released, "request headers read after on_request_headers continued");
         self.request_headers.clone()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
@@ -62,6 +67,7 @@ impl Host for RecordingHost {
         self.request_headers.push((name.into(), value.into()));
     }
     fn remove_request_header(&mut self, name: &str) {
+        assert!(!self.headers_released, "request header {name} removed after on_request_headers continued");
         self.request_headers.retain(|(n, _)| n != name);
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
@@ -135,6 +141,7 @@ const CHAT: &str = r#"{"model":"MoM","messages":[{"role":"user","content":"What 
 fn send(filter: &mut RequestFilter, host: &mut RecordingHost) -> (Flow, Flow) {
     let len = host.body.len();
     let h = filter.on_request_headers(host, false);
+    host.headers_released = h == Flow::Continue;
     let b = filter.on_request_body(host, len, true);
     (h, b)
 }
@@ -689,8 +696,12 @@ mod body_mode {
         assert!(leaked.is_empty(), "routing headers on the upstream request: {leaked:?}");
     }
 
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     fn spoofed(body: &str) -> RecordingHost {
         let mut host = RecordingHost::request("/v1/chat/completions", body);
+        host.request_headers.push(("x-tenant-id".into(), "acme".into()));
+        host.request_headers.push(("traceparent".into(), TRACEPARENT.into()));
         host.request_headers.push(("x-selected-model".into(), "premium".into()));
         host.request_headers.push(("x-vsr-selected-category".into(), "math".into()));
         host
@@ -701,6 +712,7 @@ mod body_mode {
         let mut host = spoofed(CHAT);
         let mut filter = RequestFilter::new(config(BODY_MODE));
         assert_eq!(filter.on_request_headers(&mut host, false), Flow::Continue, "no pause at headers");
+        host.headers_released = true;
         assert_eq!(host.header("content-length"), None, "a stale length never goes upstream");
         assert_no_routing_headers(&host);
         assert_eq!(host.header("x-request-id"), Some("req-1"), "other headers are kept");
@@ -709,6 +721,10 @@ mod body_mode {
         assert_eq!(filter.on_request_body(&mut host, 10, false), Flow::Pause);
         assert_eq!(filter.on_request_body(&mut host, CHAT.len(), true), Flow::Pause);
         assert_eq!(host.dispatched.len(), 1);
+        // What the callout needs from the headers was read while they were there.
+        let sent = ClassifyRequest::decode(host.dispatched[0].1.as_slice()).unwrap();
+        assert_eq!((sent.request_id.as_str(), sent.path.as_str(), sent.tenant.as_str()), ("req-1", "/v1/chat/completions", "acme"));
+        assert_eq!(host.dispatched_metadata, vec![("traceparent".to_string(), TRACEPARENT.to_string())]);
         host.grpc_reply = Some(reply(Decision {
             selected_model: "math-model".into(),
             category: "math".into(),
