@@ -21,8 +21,6 @@ DYNAMO_VERSION="${DYNAMO_VERSION:-0.6.1}"
 TAG="${TAG:-0.1.0}"
 CLASSIFIER_IMAGE="semantic-router/classifier-svc:${TAG}"
 WASM_IMAGE="ghcr.io/semantic-router/wasm-filter:${TAG}"
-EG_EXTENSION_IMAGE="semantic-router/eg-extension:${TAG}"
-EG_EXTENSION="semantic-router-eg-extension"
 LOCAL_PORT="${LOCAL_PORT:-8080}"
 ADMIN_PORT="${ADMIN_PORT:-19000}"
 MODEL="TinyLlama/TinyLlama-1.1B-Chat-v1.0"
@@ -81,7 +79,6 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 docker image inspect "$CLASSIFIER_IMAGE" >/dev/null || die "image $CLASSIFIER_IMAGE is missing (run deploy/images/build.sh)"
 docker image inspect "$WASM_IMAGE" >/dev/null || die "image $WASM_IMAGE is missing (run deploy/images/build.sh)"
-docker image inspect "$EG_EXTENSION_IMAGE" >/dev/null || die "image $EG_EXTENSION_IMAGE is missing (run deploy/images/build.sh)"
 
 # The module is served over HTTP inside the cluster (Envoy Gateway pulls OCI images only from
 # TLS registries); take it out of the image that production would use.
@@ -139,9 +136,8 @@ done
 [[ "${allocatable:-0}" -ge 3 ]] || die "the worker advertises ${allocatable:-0} nvidia.com/gpu, 3 needed"
 pass "worker advertises $allocatable GPUs"
 
-log "Loading the classifier and extension server images into the cluster"
+log "Loading the classifier image into the cluster"
 kind load docker-image "$CLASSIFIER_IMAGE" --name "$CLUSTER"
-kind load docker-image "$EG_EXTENSION_IMAGE" --name "$CLUSTER"
 
 # ---------------------------------------------------------------------------------------------
 log "Installing Envoy Gateway $ENVOY_GATEWAY_VERSION"
@@ -151,13 +147,6 @@ helm upgrade --install eg oci://docker.io/envoyproxy/gateway-helm \
   --values "$here/envoy-gateway/values.yaml" \
   --wait --timeout 10m
 kubectl -n "$EG_NS" wait --for=condition=Available deployment/envoy-gateway --timeout=5m
-
-# Envoy Gateway calls the extension server for every listener it translates (failOpen: false),
-# so it must be serving before the first Gateway exists.
-log "Deploying the Envoy Gateway extension server"
-kubectl apply -k "$here/eg-extension"
-kubectl -n "$EG_NS" rollout status "deployment/$EG_EXTENSION" --timeout=5m
-pass "extension server $EG_EXTENSION is serving"
 
 log "Installing the Dynamo platform $DYNAMO_VERSION (CRDs, operator, etcd, NATS)"
 helm upgrade --install dynamo-crds \
@@ -187,27 +176,30 @@ envoy_selector="gateway.envoyproxy.io/owning-gateway-namespace=$GW_NS,gateway.en
 kubectl -n "$EG_NS" wait --for=condition=Available deployment -l "$envoy_selector" --timeout=10m
 pass "Envoy with the classifier sidecar is Available"
 
-log "Checking that the extension server set allow_on_headers_stop_iteration in Envoy"
+# The filter routes by body (route_mode: body), so it needs no allow_on_headers_stop_iteration
+# and no extension server: the Wasm filter Envoy runs is exactly what the policy configures.
+log "Checking the Wasm filter in Envoy: body route mode, no allow_on_headers_stop_iteration"
 envoy_pod="$(kubectl -n "$EG_NS" get pod -l "$envoy_selector" -o jsonpath='{.items[0].metadata.name}')"
 [[ -n "$envoy_pod" ]] || die "no Envoy pod for gateway $GW_NS/$GW_NAME"
 kubectl -n "$EG_NS" port-forward "pod/$envoy_pod" "$ADMIN_PORT:19000" >"$work/admin-port-forward.log" 2>&1 &
 admin_pf_pid=$!
-flag_set=0
+filter_found=0
 for _ in $(seq 1 30); do
   sleep 2
   if curl -sS --max-time 10 "http://127.0.0.1:$ADMIN_PORT/config_dump" -o "$work/config_dump.json" 2>/dev/null \
-    && grep -Eq '"allow_on_headers_stop_iteration": *true' "$work/config_dump.json"; then
-    flag_set=1
+    && grep -q 'semantic_router' "$work/config_dump.json" && grep -q 'route_mode' "$work/config_dump.json"; then
+    filter_found=1
     break
   fi
 done
 kill "$admin_pf_pid" 2>/dev/null || true
 admin_pf_pid=""
-if [[ "$flag_set" != 1 ]]; then
-  kubectl -n "$EG_NS" logs "deployment/$EG_EXTENSION" --tail=50 >&2 || true
-  die "the Wasm filter in Envoy's listeners lacks allow_on_headers_stop_iteration: true"
+[[ "$filter_found" == 1 ]] || die "no Wasm filter with root id semantic_router and a route_mode in Envoy's config_dump"
+grep -Eq 'route_mode[^,]*body' "$work/config_dump.json" || die "the Wasm filter's configuration is not route_mode body"
+if grep -Eq '"allow_on_headers_stop_iteration": *true' "$work/config_dump.json"; then
+  die "allow_on_headers_stop_iteration is set, but nothing in this profile should set it"
 fi
-pass "the Wasm filter has allow_on_headers_stop_iteration: true"
+pass "the Wasm filter runs in body route mode without allow_on_headers_stop_iteration"
 
 kubectl -n "$DYNAMO_NS" wait --for=condition=Ready dynamographdeployment/vllm --timeout=45m
 for component in frontend vllmprefillworker vllmdecodeworker; do

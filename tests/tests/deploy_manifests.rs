@@ -7,9 +7,12 @@
 //!   filter's own parser, its cluster is the EnvoyProxy bootstrap cluster on the sidecar's port,
 //!   every model the classifier can pick is routed, the local Envoy template uses the same
 //!   names, the classifier ConfigMap is generated from the local stack's router.yaml;
-//! - the Envoy Gateway extension server (which sets `allow_on_headers_stop_iteration` on the
-//!   filter) is wired up: the Helm values' `extensionManager` has Envoy Gateway's configuration
-//!   shape and points at the Service and port the Deployment serves, with the policy's root id;
+//! - the filter's route mode matches the routes: body mode (the default builds, one Dynamo
+//!   frontend) with no header rules and no extension server; header mode (overlays/header-routing)
+//!   with a rule per model and the Envoy Gateway extension server (which sets
+//!   `allow_on_headers_stop_iteration` on the filter) wired up: the Helm values' `extensionManager`
+//!   has Envoy Gateway's configuration shape and points at the Service and port the Deployment
+//!   serves, with the policy's root id;
 //! - the scripts are syntactically valid shell.
 //!
 //! `UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests` regenerates
@@ -25,9 +28,11 @@ use serde_json::{json, Value};
 use support_k8s::envoy_gateway;
 use support_k8s::kustomize::{self, Doc};
 use support_k8s::schema::{load_yaml_docs, Schemas};
-use wasm_filter::config::FilterConfig;
+use wasm_filter::config::{FilterConfig, RouteMode};
 
-const BUILDS: &[&str] = &["", "overlays/e2e-kind", "overlays/gpu"];
+const BUILDS: &[&str] = &["", "overlays/e2e-kind", "overlays/gpu", HEADER_ROUTING];
+/// The build whose filter routes by header and that carries the extension server.
+const HEADER_ROUTING: &str = "overlays/header-routing";
 const CONFIGMAP: &str = "base/classifier-config.yaml";
 const CONFIGMAP_NAME: &str = "semantic-router-classifier";
 const EXTENSION: &str = "semantic-router-eg-extension";
@@ -106,7 +111,7 @@ fn every_yaml_document_in_deploy_validates() {
             for op in ops {
                 assert!(matches!(op["op"].as_str(), Some("add" | "replace" | "remove" | "test")), "{}: bad op {op}", rel(f));
             }
-        } else if rel(f) == "deploy/envoy-gateway/values.yaml" || rel(f) == "deploy/classifier/models.yaml" {
+        } else if rel(f).starts_with("deploy/envoy-gateway/values") || rel(f) == "deploy/classifier/models.yaml" {
             // checked by their own tests
         } else {
             assert!(!docs.is_empty(), "{}: no documents", rel(f));
@@ -133,7 +138,6 @@ fn every_build_validates_after_patches() {
         for kind in [
             "GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "EnvoyProxy", "EnvoyExtensionPolicy",
             "ClientTrafficPolicy", "BackendTrafficPolicy", "ConfigMap", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-            "Deployment", "Service", "NetworkPolicy",
         ] {
             assert!(docs.iter().any(|d| d.kind() == kind), "deploy/{b}: no {kind}");
         }
@@ -318,6 +322,8 @@ fn extension_policy_loads_the_filter_with_a_config_it_accepts() {
         let cfg = filter_config(eep);
         assert_eq!(cfg.selected_model_header, "x-selected-model");
         assert!(cfg.is_auto_model("MoM"));
+        let want = if *b == HEADER_ROUTING { RouteMode::Header } else { RouteMode::Body };
+        assert_eq!(cfg.route_mode, want, "deploy/{b}: route_mode");
 
         let code = &w["code"];
         match code["type"].as_str().unwrap() {
@@ -419,8 +425,10 @@ fn selectable_models(router_yaml: &str) -> BTreeSet<String> {
     models
 }
 
-/// Every model the classifier can select, and the filter's default model, has an exact
-/// `x-selected-model` match; a default rule (no header match) catches the rest.
+/// Header mode: every model the classifier can select, and the filter's default model, has an
+/// exact `x-selected-model` match; a default rule (no header match) catches the rest. Body mode:
+/// the filter never sets the header, so no rule may match on it (a spoofed one is stripped) and
+/// the default rule carries everything.
 #[test]
 fn every_selectable_model_is_routed() {
     for b in BUILDS {
@@ -447,9 +455,13 @@ fn every_selectable_model_is_routed() {
                 }
             }
         }
+        assert!(default_rule, "deploy/{b}: no default rule");
+        if cfg.route_mode == RouteMode::Body {
+            assert!(matched.is_empty(), "deploy/{b}: body route mode never sets {}, yet rules match {matched:?}", cfg.selected_model_header);
+            continue;
+        }
         let missing: Vec<_> = models.difference(&matched).collect();
         assert!(missing.is_empty(), "deploy/{b}: models without an HTTPRoute match on {}: {missing:?}", cfg.selected_model_header);
-        assert!(default_rule, "deploy/{b}: no default rule");
     }
 }
 
@@ -659,9 +671,32 @@ fn local_envoy_template_agrees_with_the_deployment() {
 // ---------------------------------------------------------------------------------------------
 // Helm values and scripts
 
+fn values(file: &str) -> Value {
+    let text = std::fs::read_to_string(deploy().join("envoy-gateway").join(file)).unwrap();
+    load_yaml_docs(&text).unwrap().remove(0)
+}
+
+/// Helm's merge of values files: maps merge key by key, anything else is replaced.
+fn helm_merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                helm_merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// `config.envoyGateway` of `values.yaml` (body routing, no extension manager).
 fn envoy_gateway_config() -> Value {
-    let text = std::fs::read_to_string(deploy().join("envoy-gateway/values.yaml")).unwrap();
-    let v = &load_yaml_docs(&text).unwrap()[0];
+    values("values.yaml")["config"]["envoyGateway"].clone()
+}
+
+/// `config.envoyGateway` of `-f values.yaml -f values-header-routing.yaml`.
+fn header_routing_envoy_gateway_config() -> Value {
+    let mut v = values("values.yaml");
+    helm_merge(&mut v, &values("values-header-routing.yaml"));
     v["config"]["envoyGateway"].clone()
 }
 
@@ -681,6 +716,14 @@ fn envoy_gateway_values_have_envoy_gateways_config_shape() {
     let eg = envoy_gateway_config();
     let errs = eg_config_errors(&eg);
     assert!(errs.is_empty(), "deploy/envoy-gateway/values.yaml:\n  {}", errs.join("\n  "));
+    assert!(eg["extensionManager"].is_null(), "body routing needs no extension server");
+    let header = header_routing_envoy_gateway_config();
+    let errs = eg_config_errors(&header);
+    assert!(errs.is_empty(), "values.yaml + values-header-routing.yaml:\n  {}", errs.join("\n  "));
+    assert!(!header["extensionManager"].is_null());
+    let mut without = header.clone();
+    without.as_object_mut().unwrap().remove("extensionManager");
+    assert_eq!(without, eg, "values-header-routing.yaml only adds the extension manager");
     assert_eq!(eg["provider"]["type"], "Kubernetes");
     assert_eq!(eg["extensionApis"]["enableEnvoyPatchPolicy"], false);
     assert_eq!(eg["gateway"]["controllerName"], one(&build(""), "GatewayClass")["spec"]["controllerName"]);
@@ -688,7 +731,7 @@ fn envoy_gateway_values_have_envoy_gateways_config_shape() {
 
 #[test]
 fn envoy_gateway_config_check_rejects_mistakes() {
-    let eg = envoy_gateway_config();
+    let eg = header_routing_envoy_gateway_config();
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = eg.clone();
         f(&mut v);
@@ -714,10 +757,14 @@ fn extension_container(dep: &Value) -> &Value {
 
 /// The extension server's Deployment, Service and NetworkPolicy agree with each other, with the
 /// EnvoyExtensionPolicy (root id) and with Envoy Gateway's `extensionManager` (host and port),
-/// in every build.
+/// in the header-routing build; the body-routing builds have no extension server.
 #[test]
 fn extension_manager_points_at_the_extension_server() {
-    let eg = envoy_gateway_config();
+    for b in BUILDS.iter().filter(|b| **b != HEADER_ROUTING) {
+        let docs = build(b);
+        assert!(!docs.iter().any(|d| d.name() == EXTENSION), "deploy/{b}: body routing needs no extension server");
+    }
+    let eg = header_routing_envoy_gateway_config();
     let em = &eg["extensionManager"];
     let post: Vec<&str> = em["hooks"]["xdsTranslator"]["post"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
     assert!(post.contains(&"HTTPListener"), "the server patches listeners in the HTTPListener hook, got {post:?}");
@@ -725,7 +772,7 @@ fn extension_manager_points_at_the_extension_server() {
     assert!(em["service"]["tls"].is_null(), "the server speaks plaintext gRPC");
     let fqdn = &em["service"]["fqdn"];
 
-    for b in BUILDS {
+    for b in [HEADER_ROUTING] {
         let docs = build(b);
         let find = |kind: &str| {
             docs.iter().find(|d| d.kind() == kind && d.name() == EXTENSION).unwrap_or_else(|| panic!("deploy/{b}: no {kind} {EXTENSION}"))
@@ -793,7 +840,7 @@ fn extension_manager_points_at_the_extension_server() {
 
     // The binary's default root id is the policy's too (for runs without --root-id).
     let src = std::fs::read_to_string(repo().join("eg-extension/src/patch.rs")).unwrap();
-    let docs = build("");
+    let docs = build(HEADER_ROUTING);
     let root_id = one(&docs, "EnvoyExtensionPolicy")["spec"]["wasm"][0]["rootID"].as_str().unwrap();
     assert!(src.contains(&format!("pub const DEFAULT_ROOT_ID: &str = \"{root_id}\";")), "eg-extension's DEFAULT_ROOT_ID is not {root_id:?}");
 }
@@ -806,7 +853,7 @@ fn extension_server_image_matches_the_manifests() {
     assert!(docker.contains("cargo build --release -p eg-extension --locked"), "Dockerfile.eg-extension");
     assert!(docker.contains("USER 65532:65532"), "non-root, like the Deployment's securityContext");
     assert!(deploy().join("images/Dockerfile.eg-extension.dockerignore").is_file());
-    let docs = build("");
+    let docs = build(HEADER_ROUTING);
     let dep = docs.iter().find(|d| d.kind() == "Deployment" && d.name() == EXTENSION).unwrap();
     let image = extension_container(&dep.value)["image"].as_str().unwrap();
     let (repo_name, tag) = image.rsplit_once(':').unwrap();
@@ -814,9 +861,6 @@ fn extension_server_image_matches_the_manifests() {
     assert!(build_sh.contains(&format!("eg_extension_repo=\"{repo_name}\"")), "build.sh names the image {repo_name}");
     assert!(build_sh.contains("build Dockerfile.eg-extension \"$eg_extension_repo:$tag\""));
     assert!(build_sh.contains(&format!("tag=\"{tag}\"")), "build.sh's default tag is the Deployment's {tag}");
-    let script = std::fs::read_to_string(deploy().join("e2e-kind.sh")).unwrap();
-    assert!(script.contains(&format!("EG_EXTENSION_IMAGE=\"{repo_name}:${{TAG}}\"")), "e2e-kind.sh loads {repo_name}");
-    assert!(script.contains("kind load docker-image \"$EG_EXTENSION_IMAGE\""));
 }
 
 #[test]
@@ -836,7 +880,8 @@ fn scripts_are_valid_bash() {
 }
 
 /// The e2e script's placeholder for the module digest is the one the overlay carries, and the
-/// script's assertions name the objects the manifests define.
+/// script's assertions name the objects the manifests define. The profile routes by body, so it
+/// installs no extension server.
 #[test]
 fn e2e_script_matches_the_manifests() {
     let script = std::fs::read_to_string(deploy().join("e2e-kind.sh")).unwrap();
@@ -853,14 +898,14 @@ fn e2e_script_matches_the_manifests() {
         "overlays/e2e-kind",
         "envoy-gateway/values.yaml",
         "semantic-router-wasm",
-        EXTENSION,
-        "kubectl apply -k \"$here/eg-extension\"",
         "allow_on_headers_stop_iteration",
+        "route_mode",
+        "kubectl kustomize \"$here/overlays/e2e-kind\"",
     ] {
         assert!(script.contains(needle), "e2e-kind.sh does not mention {needle}");
     }
-    // The extension server is serving before the router's Gateway is created.
-    let ext = script.find("kubectl apply -k \"$here/eg-extension\"").unwrap();
-    let router = script.find("kubectl kustomize \"$here/overlays/e2e-kind\"").expect("the script builds overlays/e2e-kind");
-    assert!(ext < router, "e2e-kind.sh must deploy the extension server before the router");
+    assert_eq!(filter_config(eep).route_mode, RouteMode::Body);
+    for absent in [EXTENSION, "eg-extension", "values-header-routing.yaml"] {
+        assert!(!script.contains(absent), "e2e-kind.sh (body routing) still mentions {absent}");
+    }
 }
