@@ -257,3 +257,45 @@ fn streaming_and_other_endpoints() {
     assert_eq!(host.on_request_headers(ctx, &headers, true).unwrap(), Action::Continue);
     assert_eq!(host.state().request_header("x-vsr-fallback"), None);
 }
+
+/// Body route mode: headers continue (Envoy then forgets them: this host answers later header
+/// accesses with BadArgument, which would trap the module), the body is held and rewritten.
+#[test]
+fn body_mode_continues_at_headers_and_rewrites_only_the_body() {
+    let mut host = host(r#"{"default_model":"qwen3-8b","timeout_ms":250,"route_mode":"body"}"#);
+    let (ctx, actions) = send(&mut host, CHAT);
+    assert_eq!(actions, vec![Action::Continue, Action::Pause, Action::Pause]);
+    let s = host.state();
+    assert!(s.request_headers_released);
+    assert_eq!(s.request_header("content-length"), None, "removed before the headers left");
+    assert_eq!(s.request_header("x-selected-model"), None, "spoofed header stripped before the headers left");
+    assert_eq!(s.request_header("x-vsr-selected-category"), None);
+    let call = classify_calls(&host)[0].clone();
+    let sent = ClassifyRequest::decode(call.message.as_slice()).unwrap();
+    assert_eq!((sent.request_id.as_str(), sent.path.as_str()), ("rid-42", "/v1/chat/completions"), "read while the headers were there");
+
+    host.grpc_reply(ctx, call.token, &decision("deepseek-r1-math", "math")).unwrap();
+    let s = host.state();
+    assert_eq!(s.continued.get(&0), Some(&1), "request resumed once");
+    assert!(s.foreign_calls.is_empty(), "no route cache clear");
+    assert_eq!(String::from_utf8(s.request_body.clone()).unwrap(), CHAT.replace("\"MoM\"", "\"deepseek-r1-math\""));
+    assert_eq!(s.request_header("x-selected-model"), None, "no routing header after the headers left");
+    assert_eq!(s.metric("semantic_router.requests.routed"), 1);
+    host.on_response_headers(ctx, &[(":status", "200")]).unwrap();
+    assert_eq!(host.state().response_header("x-vsr-selected-model"), Some("deepseek-r1-math"));
+    assert_eq!(host.state().response_header("x-vsr-selected-category"), Some("math"));
+
+    // A block after the headers left is still a local reply; the held body is never resumed.
+    let (ctx, _) = send(&mut host, CHAT);
+    let token = classify_calls(&host).last().unwrap().token;
+    let reply = ClassifyResponse {
+        decision: Some(Decision {
+            selected_model: "qwen3-8b".into(),
+            block: Some(Block { status: 400, r#type: "content_policy_violation".into(), code: "jailbreak".into(), message: "no".into() }),
+            ..Default::default()
+        }),
+    };
+    host.grpc_reply(ctx, token, &reply.encode_to_vec()).unwrap();
+    assert_eq!(host.state().local_responses.last().unwrap().status, 400);
+    assert_eq!(host.state().continued.get(&0), Some(&1), "only the first request resumed");
+}

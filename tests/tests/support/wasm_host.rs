@@ -80,6 +80,9 @@ pub struct HostState {
     pub logs: Vec<(i32, String)>,
     pub tick_period_ms: u32,
     pub now_nanos: u64,
+    /// Envoy drops its handle on the request headers once `on_request_headers` continues; later
+    /// accesses get BadArgument (which the SDK turns into a trap), as here.
+    pub request_headers_released: bool,
     next_token: u32,
 }
 
@@ -111,6 +114,10 @@ impl HostState {
 
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.iter().any(|(_, m)| m.contains(needle))
+    }
+
+    fn released(&self, map: i32) -> bool {
+        map == MAP_REQUEST_HEADERS && self.request_headers_released
     }
 
     fn headers_mut(&mut self, map: i32) -> Option<&mut Vec<(String, String)>> {
@@ -196,8 +203,11 @@ impl ProxyWasmHost {
         // One request at a time: a new request starts with an empty body.
         self.state_mut().request_body.clear();
         self.state_mut().request_headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        self.state_mut().request_headers_released = false;
         let n = headers.len() as i32;
-        action(self.call::<(i32, i32, i32), i32>("proxy_on_request_headers", (ctx as i32, n, end_of_stream as i32))?)
+        let result = action(self.call::<(i32, i32, i32), i32>("proxy_on_request_headers", (ctx as i32, n, end_of_stream as i32))?)?;
+        self.state_mut().request_headers_released = result == Action::Continue;
+        Ok(result)
     }
 
     /// Appends a body chunk to the buffered body and calls on_request_body with the total size.
@@ -388,12 +398,18 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: Ctx<'_>, map: i32, ptr_out: i32, size_out: i32| -> wasmtime::Result<i32> {
+            if c.data().released(map) {
+                return Ok(STATUS_BAD_ARGUMENT);
+            }
             let Some(headers) = c.data_mut().headers_mut(map).cloned() else { return Ok(STATUS_NOT_FOUND) };
             return_bytes(&mut c, &serialize_map(&headers), ptr_out, size_out)?;
             Ok(STATUS_OK)
         },
     )?;
     linker.func_wrap("env", "proxy_set_header_map_pairs", |mut c: Ctx<'_>, map: i32, ptr: i32, len: i32| -> i32 {
+        if c.data().released(map) {
+            return STATUS_BAD_ARGUMENT;
+        }
         let pairs = deserialize_map(&read(&mut c, ptr, len));
         match c.data_mut().headers_mut(map) {
             Some(h) => {
@@ -407,6 +423,9 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_get_header_map_value",
         |mut c: Ctx<'_>, map: i32, kp: i32, kl: i32, ptr_out: i32, size_out: i32| -> wasmtime::Result<i32> {
+            if c.data().released(map) {
+                return Ok(STATUS_BAD_ARGUMENT);
+            }
             let key = read_str(&mut c, kp, kl).to_lowercase();
             let value = c
                 .data_mut()
@@ -425,6 +444,9 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_replace_header_map_value",
         |mut c: Ctx<'_>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            if c.data().released(map) {
+                return STATUS_BAD_ARGUMENT;
+            }
             let key = read_str(&mut c, kp, kl).to_lowercase();
             let value = read_str(&mut c, vp, vl);
             match c.data_mut().headers_mut(map) {
@@ -441,6 +463,9 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         "env",
         "proxy_add_header_map_value",
         |mut c: Ctx<'_>, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
+            if c.data().released(map) {
+                return STATUS_BAD_ARGUMENT;
+            }
             let key = read_str(&mut c, kp, kl).to_lowercase();
             let value = read_str(&mut c, vp, vl);
             match c.data_mut().headers_mut(map) {
@@ -453,6 +478,9 @@ fn define_hostcalls(linker: &mut Linker<HostState>) -> Result<()> {
         },
     )?;
     linker.func_wrap("env", "proxy_remove_header_map_value", |mut c: Ctx<'_>, map: i32, kp: i32, kl: i32| -> i32 {
+        if c.data().released(map) {
+            return STATUS_BAD_ARGUMENT;
+        }
         let key = read_str(&mut c, kp, kl).to_lowercase();
         match c.data_mut().headers_mut(map) {
             Some(h) => {
