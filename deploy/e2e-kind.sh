@@ -10,14 +10,14 @@
 #   SKIP_BUILD=1 deploy/e2e-kind.sh   # reuse images already built with deploy/images/build.sh
 #   CLEANUP=1 deploy/e2e-kind.sh      # delete the Kind cluster at the end
 #
-# Versions: ENVOY_GATEWAY_VERSION (v1.9.0), DYNAMO_VERSION (0.6.1), CLUSTER (semantic-router-e2e).
+# Versions: ENVOY_GATEWAY_VERSION (v1.9.0), DYNAMO_VERSION (1.6.1), CLUSTER (semantic-router-e2e).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 CLUSTER="${CLUSTER:-semantic-router-e2e}"
 ENVOY_GATEWAY_VERSION="${ENVOY_GATEWAY_VERSION:-v1.9.0}"
-DYNAMO_VERSION="${DYNAMO_VERSION:-0.6.1}"
+DYNAMO_VERSION="${DYNAMO_VERSION:-1.6.1}"
 TAG="${TAG:-0.1.0}"
 CLASSIFIER_IMAGE="semantic-router/classifier-svc:${TAG}"
 WASM_IMAGE="ghcr.io/semantic-router/wasm-filter:${TAG}"

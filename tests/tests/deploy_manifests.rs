@@ -468,38 +468,147 @@ fn every_selectable_model_is_routed() {
 // ---------------------------------------------------------------------------------------------
 // Dynamo and RBAC
 
+/// A DynamoGraphDeployment's components: (name, type, main container).
+fn dgd_components(dgd: &Value) -> Vec<(String, String, &Value)> {
+    let components = dgd["spec"]["components"].as_array().unwrap_or_else(|| panic!("v1beta1 spec.components expected: {dgd}"));
+    components
+        .iter()
+        .map(|c| {
+            let containers = c["podTemplate"]["spec"]["containers"].as_array().expect("podTemplate.spec.containers");
+            // The operator merges its defaults into the container named "main", which must carry the image.
+            let main = containers.iter().find(|k| k["name"] == "main").unwrap_or_else(|| panic!("{}: no container \"main\"", c["name"]));
+            assert!(main["image"].as_str().is_some_and(|i| !i.is_empty()), "{}: main has no image", c["name"]);
+            (c["name"].as_str().unwrap().to_string(), c["type"].as_str().unwrap_or_default().to_string(), main)
+        })
+        .collect()
+}
+
+/// command + args of a container, as one list.
+fn command_line(container: &Value) -> Vec<String> {
+    ["command", "args"]
+        .iter()
+        .flat_map(|k| container[*k].as_array().into_iter().flatten())
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The value after `flag` in a command line.
+fn flag_value<'a>(line: &'a [String], flag: &str) -> Option<&'a str> {
+    line.iter().position(|a| a == flag).and_then(|i| line.get(i + 1)).map(String::as_str)
+}
+
 #[test]
 fn dynamo_graph_is_disaggregated_with_the_kv_router() {
     let docs = build("");
     let dgd = one(&docs, "DynamoGraphDeployment");
+    assert_eq!(dgd["apiVersion"], "nvidia.com/v1beta1", "v1alpha1 is deprecated");
     // The HTTPRoute's backend is the Service the operator names <graph>-<component>.
     let route_backend = &one(&docs, "HTTPRoute")["spec"]["rules"][0]["backendRefs"][0];
-    assert_eq!(route_backend["name"], format!("{}-frontend", dgd["metadata"]["name"].as_str().unwrap()));
+    let components = dgd_components(dgd);
+    let frontend = components.iter().filter(|(_, t, _)| t == "frontend").collect::<Vec<_>>();
+    assert_eq!(frontend.len(), 1, "one frontend");
+    let service = format!("{}-{}", dgd["metadata"]["name"].as_str().unwrap(), frontend[0].0.to_lowercase());
+    assert_eq!(route_backend["name"], service.as_str());
     assert_eq!(route_backend["namespace"], dgd["metadata"]["namespace"]);
     assert_eq!(route_backend["port"], 8000);
 
-    let services = dgd["spec"]["services"].as_object().unwrap();
-    let cmdline = |s: &Value| {
-        let c = &s["extraPodSpec"]["mainContainer"];
-        let mut parts: Vec<String> = Vec::new();
-        for k in ["command", "args"] {
-            parts.extend(c[k].as_array().into_iter().flatten().map(|a| a.as_str().unwrap().to_string()));
+    let f = command_line(frontend[0].2);
+    assert!(f.join(" ").contains("-m dynamo.frontend"), "{f:?}");
+    assert_eq!(flag_value(&f, "--http-port"), Some("8000"));
+    assert_eq!(flag_value(&f, "--router-mode"), Some("kv"), "KV-aware routing");
+    for (role, producer) in [("prefill", "kv_producer"), ("decode", "kv_consumer")] {
+        let workers: Vec<_> = components.iter().filter(|(_, t, _)| t == role).collect();
+        assert_eq!(workers.len(), 1, "one {role} worker");
+        let w = command_line(workers[0].2);
+        assert!(w.join(" ").contains("-m dynamo.vllm"), "{w:?}");
+        assert_eq!(flag_value(&w, "--model"), Some("TinyLlama/TinyLlama-1.1B-Chat-v1.0"));
+        assert_eq!(flag_value(&w, "--disaggregation-mode"), Some(role), "the worker's role matches its type");
+        let kv: Value = serde_json::from_str(flag_value(&w, "--kv-transfer-config").expect("--kv-transfer-config")).unwrap();
+        assert_eq!((kv["kv_connector"].as_str(), kv["kv_role"].as_str()), (Some("NixlConnector"), Some(producer)));
+    }
+    assert_eq!(components.len(), 3);
+    for (name, _, main) in &components {
+        assert_eq!(main["resources"]["limits"]["nvidia.com/gpu"], "1", "{name}: one GPU per component");
+    }
+}
+
+/// Option names a Python CLI of the venv's Dynamo accepts, from `script`'s output.
+fn dynamo_cli_options(script: &str) -> BTreeSet<String> {
+    let python = repo().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run `just dynamo`)", python.display()));
+    assert!(out.status.success(), "{}\n(run `just dynamo`)", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let options: BTreeSet<String> = regex::Regex::new(r"--[a-z0-9][a-z0-9-]*").unwrap().find_iter(&text).map(|m| m.as_str().to_string()).collect();
+    assert!(options.len() > 20, "too few options parsed: {options:?}");
+    options
+}
+
+/// Every DynamoGraphDeployment under deploy/ (the production example too) is on the storage
+/// version v1beta1, validates, and uses only flags Dynamo 1.6.1's CLIs define: the frontend's
+/// from `python -m dynamo.frontend --help`, the vLLM worker's Dynamo options from its argument
+/// group (vLLM itself is not installed here; its engine flags are listed), the same frontend
+/// flags the local stack runs.
+#[test]
+fn every_dynamo_graph_is_v1beta1_with_flags_dynamo_1_6_1_accepts() {
+    let frontend_options =
+        dynamo_cli_options("import runpy, sys; sys.argv = ['dynamo.frontend', '--help']; runpy.run_module('dynamo.frontend', run_name='__main__')");
+    let worker_options = dynamo_cli_options(
+        "import argparse; from dynamo.vllm.backend_args import DynamoVllmArgGroup as G; p = argparse.ArgumentParser(); \
+         G().add_arguments(p); print(' '.join(o for a in p._actions for o in a.option_strings))",
+    );
+    // vLLM's own engine arguments used by the graphs.
+    let vllm_engine = ["--model", "--tensor-parallel-size", "--enforce-eager", "--kv-transfer-config"];
+    let local_frontend = router_tests::dynamo::frontend_args(8000);
+    let local_mocker = router_tests::dynamo::mocker_args("m", router_tests::dynamo::Role::Decode, 1.0);
+    let mut files = Vec::new();
+    yaml_files(&deploy(), &mut files);
+    let mut graphs = 0;
+    for f in files {
+        for value in load_yaml_docs(&std::fs::read_to_string(&f).unwrap()).unwrap() {
+            if value["kind"] != "DynamoGraphDeployment" {
+                continue;
+            }
+            graphs += 1;
+            let d = Doc { source: f.clone(), value };
+            assert_eq!(d.value["apiVersion"], "nvidia.com/v1beta1", "{}: v1alpha1 is deprecated", rel(&f));
+            assert_valid(&d);
+            let components = dgd_components(&d.value);
+            let names: BTreeSet<_> = components.iter().map(|(n, _, _)| n.clone()).collect();
+            assert_eq!(names.len(), components.len(), "{}: component names are unique", rel(&f));
+            for (name, kind, main) in &components {
+                let line = command_line(main);
+                let flags = line.iter().filter(|a| a.starts_with("--"));
+                match kind.as_str() {
+                    "frontend" => {
+                        for flag in flags {
+                            assert!(frontend_options.contains(flag), "{}: {name}: dynamo.frontend has no {flag}", rel(&f));
+                            let (ours, local) = (flag_value(&line, flag), flag_value(&local_frontend, flag));
+                            assert!(local.is_some(), "{}: {name}: the local stack does not run {flag}", rel(&f));
+                            if flag != "--http-port" {
+                                assert_eq!(ours, local, "{}: {name}: {flag} differs from the local stack", rel(&f));
+                            }
+                        }
+                    }
+                    "prefill" | "decode" => {
+                        for flag in flags {
+                            assert!(
+                                worker_options.contains(flag) || vllm_engine.contains(&flag.as_str()),
+                                "{}: {name}: dynamo.vllm 1.6.1 has no {flag}",
+                                rel(&f)
+                            );
+                        }
+                        assert_eq!(flag_value(&line, "--disaggregation-mode"), Some(kind.as_str()), "{}: {name}", rel(&f));
+                        assert!(local_mocker.iter().any(|a| a == "--disaggregation-mode"), "the local workers are disaggregated the same way");
+                    }
+                    other => panic!("{}: {name}: unexpected component type {other:?}", rel(&f)),
+                }
+            }
         }
-        parts.join(" ")
-    };
-    let frontends: Vec<_> = services.values().filter(|s| s["componentType"] == "frontend").collect();
-    assert_eq!(frontends.len(), 1);
-    let f = cmdline(frontends[0]);
-    assert!(f.contains("dynamo.frontend") && f.contains("--http-port 8000") && f.contains("--router-mode kv"), "{f}");
-    let workers: Vec<String> = services.values().filter(|s| s["componentType"] == "worker").map(cmdline).collect();
-    assert_eq!(workers.len(), 2);
-    assert_eq!(workers.iter().filter(|w| w.contains("--is-prefill-worker")).count(), 1, "one prefill and one decode worker");
-    for w in &workers {
-        assert!(w.contains("dynamo.vllm") && w.contains("--model TinyLlama/TinyLlama-1.1B-Chat-v1.0"), "{w}");
     }
-    for s in services.values() {
-        assert_eq!(s["resources"]["limits"]["gpu"], "1", "one GPU per component");
-    }
+    assert!(graphs >= 2, "only {graphs} DynamoGraphDeployments found");
 }
 
 #[test]
