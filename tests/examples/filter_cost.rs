@@ -1,5 +1,7 @@
 //! CPU cost of the filter per request by body size, running the real .wasm in the wasmtime host
 //! (Cranelift, like Envoy's V8 a JIT): headers, body in 64 KiB chunks, Classify reply, rewrite.
+//! Both route modes: `header` (pauses at headers, sets the routing headers, clears the route
+//! cache) and `body` (headers continue, only the body is rewritten).
 //! Then the response side of a routed request: the filter reads every chunk for token usage
 //! (a JSON answer, or an SSE stream whose last event carries `usage`).
 //! `cargo run --release -p router-tests --example filter_cost` (= `just bench-filter`).
@@ -28,42 +30,61 @@ fn body_of(size: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let (engine, module) = compile(&wasm_filter_path())?;
+    let reply = ClassifyResponse { decision: Some(Decision { selected_model: "deepseek-r1-math".into(), category: "math".into(), ..Default::default() }) }.encode_to_vec();
+    println!("| route mode | body | requests | µs/request p50 | µs/request p99 | ns/byte p50 |\n|---|---|---|---|---|---|");
+    let modes = ["header", "body"];
+    let mut hosts = Vec::new();
+    for mode in modes {
+        let config = format!(r#"{{"default_model":"qwen3-8b","max_body_bytes":8388608,"route_mode":"{mode}"}}"#);
+        hosts.push(ProxyWasmHost::start(&engine, &module, &config, &["semantic_router_classifier"])?);
+    }
+    request_side(&mut hosts, &modes, &reply)?;
+    // Each host ran in its mode: only header mode asks Envoy to pick the route again.
+    assert!(!hosts[0].state().foreign_calls.is_empty() && hosts[1].state().foreign_calls.is_empty());
     let config = r#"{"default_model":"qwen3-8b","max_body_bytes":8388608}"#;
     let mut host = ProxyWasmHost::start(&engine, &module, config, &["semantic_router_classifier"])?;
-    let reply = ClassifyResponse { decision: Some(Decision { selected_model: "deepseek-r1-math".into(), category: "math".into(), ..Default::default() }) }.encode_to_vec();
-    println!("| body | requests | µs/request p50 | µs/request p99 | ns/byte p50 |\n|---|---|---|---|---|");
+    response_side(&mut host, &reply)?;
+    Ok(())
+}
+
+/// Headers, the body in 64 KiB chunks, the Classify reply and the rewrite, per body size; the
+/// route modes interleaved request by request, so load on the machine hits both alike.
+fn request_side(hosts: &mut [ProxyWasmHost], modes: &[&str], reply: &[u8]) -> anyhow::Result<()> {
     for (label, size, n) in [("1 KB", 1024, 2000), ("64 KB", 64 * 1024, 500), ("2 MB", 2 * 1024 * 1024, 40)] {
         let body = body_of(size);
         let len = body.len().to_string();
         let headers = [(":method", "POST"), (":path", "/v1/chat/completions"), ("content-length", len.as_str()), ("x-request-id", "r")];
-        let mut samples = Vec::with_capacity(n);
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(n); hosts.len()];
         for i in 0..n + 5 {
-            let ctx = host.new_http_context()?;
-            let t = Instant::now();
-            host.on_request_headers(ctx, &headers, false)?;
-            let chunks: Vec<&[u8]> = body.as_bytes().chunks(64 * 1024).collect();
-            for (k, chunk) in chunks.iter().enumerate() {
-                host.on_request_body(ctx, chunk, k + 1 == chunks.len())?;
-            }
-            let token = host.state().grpc_calls.last().expect("classify call").token;
-            host.grpc_reply(ctx, token, &reply)?;
-            let elapsed = t.elapsed().as_secs_f64() * 1e6;
-            host.done(ctx)?;
-            host.state_mut().grpc_calls.clear();
-            if i >= 5 {
-                samples.push(elapsed);
+            for (m, host) in hosts.iter_mut().enumerate() {
+                let ctx = host.new_http_context()?;
+                let t = Instant::now();
+                host.on_request_headers(ctx, &headers, false)?;
+                let chunks: Vec<&[u8]> = body.as_bytes().chunks(64 * 1024).collect();
+                for (k, chunk) in chunks.iter().enumerate() {
+                    host.on_request_body(ctx, chunk, k + 1 == chunks.len())?;
+                }
+                let token = host.state().grpc_calls.last().expect("classify call").token;
+                host.grpc_reply(ctx, token, reply)?;
+                let elapsed = t.elapsed().as_secs_f64() * 1e6;
+                host.done(ctx)?;
+                host.state_mut().grpc_calls.clear();
+                if i >= 5 {
+                    samples[m].push(elapsed);
+                }
             }
         }
-        samples.sort_by(f64::total_cmp);
-        let p50 = samples[samples.len() / 2];
-        println!(
-            "| {label} ({} B) | {n} | {p50:.1} | {:.1} | {:.2} |",
-            body.len(),
-            samples[samples.len() * 99 / 100],
-            p50 * 1000.0 / body.len() as f64
-        );
+        for (mode, mut samples) in modes.iter().zip(samples) {
+            samples.sort_by(f64::total_cmp);
+            let p50 = samples[samples.len() / 2];
+            println!(
+                "| {mode} | {label} ({} B) | {n} | {p50:.1} | {:.1} | {:.2} |",
+                body.len(),
+                samples[samples.len() * 99 / 100],
+                p50 * 1000.0 / body.len() as f64
+            );
+        }
     }
-    response_side(&mut host, &reply)?;
     Ok(())
 }
 
