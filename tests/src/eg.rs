@@ -180,6 +180,9 @@ impl EnvoyGateway {
         let home = |n: &str| dir.join(n);
         let (config_home, data_home, state_home, runtime_dir, resources_dir) =
             (home("config"), home("data"), home("state"), home("runtime"), home("resources"));
+        // Runtime files are per run (func-e's admin-address.txt among them): none from an
+        // earlier run in a kept work directory may be mistaken for this run's.
+        let _ = std::fs::remove_dir_all(&runtime_dir);
         for d in [&config_home, &data_home, &state_home, &runtime_dir, &resources_dir] {
             std::fs::create_dir_all(d)?;
         }

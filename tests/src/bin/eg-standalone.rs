@@ -82,7 +82,12 @@ async fn main() -> Result<()> {
          Ctrl-C stops everything.\n",
         eg.log_path.display()
     );
-    tokio::signal::ctrl_c().await?;
+    // SIGINT or SIGTERM: stop Envoy Gateway (and with it its Envoy) and the sidecar on the way out.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = terminate.recv() => {}
+    }
     eprintln!("eg: stopping");
     drop(eg);
     drop(classifier);
