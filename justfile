@@ -107,7 +107,7 @@ build: build-wasm
     cargo build --release -p classifier-svc
     cargo build --release -p router-tests --bins
 
-# Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, simulated backends (or BACKEND_URL=http://host:port).
+# Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, NVIDIA Dynamo (or BACKEND_URL=http://host:port).
 run: setup build heads
     ./target/release/local-stack
 
