@@ -11,9 +11,9 @@
 //! With `--dynamo` the backend is NVIDIA Dynamo for real (its frontend with the KV router and a
 //! prefill + decode mocker worker per model, `tests/src/dynamo.rs`) and the classifier the real
 //! sidecar: Dynamo alone, then Envoy with the filter and an explicit model, then `MoM` classified
-//! by the sidecar onto the same model — what the router adds in front of Dynamo. The prompt's
-//! category (history) has no system prompt and no reasoning switch, so Dynamo does the same work
-//! for both; every request skips the semantic cache.
+//! by the sidecar onto the same model — what the router adds in front of Dynamo. The prompt goes
+//! to qwen3-8b through a category with no system prompt and no reasoning switch (checked before
+//! measuring), so Dynamo does the same work for all three; every request skips the semantic cache.
 //!
 //! Usage: bench-overhead [--requests N] [--concurrency 1,16] [--extproc] [--saturation-secs S] [--dynamo]
 
