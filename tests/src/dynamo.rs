@@ -11,8 +11,9 @@
 //! go through a small XSUB/XPUB relay bound on 127.0.0.1 (Dynamo's broker mode,
 //! `DYN_ZMQ_BROKER_URL`). [`DynamoStack::listening_addrs`] lets tests check that.
 //!
-//! Each process runs in its own process group; dropping the stack kills the groups, so nothing
-//! outlives it. Ports are free ports, so stacks can run side by side.
+//! Each process runs in its own process group; dropping the stack kills the groups, and a
+//! watchdog thread in each Python process kills its group if this process dies without dropping
+//! the stack, so nothing outlives it. Ports are free ports, so stacks can run side by side.
 
 use crate::envoy::{free_port, http_get, repo_root};
 use anyhow::{bail, Context, Result};
@@ -41,6 +42,26 @@ xsub = ctx.socket(zmq.XSUB); xsub.bind(sys.argv[1])
 xpub = ctx.socket(zmq.XPUB); xpub.bind(sys.argv[2])
 print("zmq relay ready", flush=True)
 zmq.proxy(xsub, xpub)
+"#;
+
+/// Runs every Python process of the stack: a watchdog thread kills the process group when the
+/// parent (this process) is gone, even if it died without dropping the stack (SIGKILL, a test
+/// harness timeout); then `-m module args...` or `-c code args...` as Python itself would.
+const WATCHDOG: &str = r#"
+import os, runpy, signal, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)
+threading.Thread(target=watch, daemon=True).start()
+mode, target, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if mode == "-m":
+    sys.argv = [target] + args
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+else:
+    sys.argv = ["-c"] + args
+    exec(compile(target, "<relay>", "exec"), {"__name__": "__main__"})
 "#;
 
 /// The disaggregated worker roles.
@@ -288,9 +309,10 @@ impl DynamoStack {
         Ok(stack)
     }
 
+    /// `python -c WATCHDOG`, to be followed by `-m module ...` or `-c code ...`.
     fn command(&self) -> Command {
         let mut command = Command::new(python());
-        command.current_dir(repo_root()).envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.current_dir(repo_root()).envs(self.env.iter().map(|(k, v)| (k, v))).args(["-c", WATCHDOG]);
         command
     }
 
