@@ -18,10 +18,20 @@ use crate::guard::softmax;
 use crate::model::head::EmbeddingHead;
 use crate::CpuBackend;
 
+/// The head's extra label for a message that carries no topic of its own ("why?", "give me an
+/// example"): not a category, but how much the conversation's earlier turns decide
+/// ([`mix_with_context`]).
+pub const NO_TOPIC: &str = "no_topic";
+
 pub struct CategoryHead {
     head: Mutex<EmbeddingHead<CpuBackend>>,
     labels: Vec<String>,
     input_dim: usize,
+    /// Logits are divided by this before the softmax (temperature scaling, fitted by
+    /// `router-train` on a held-out chat-style split), so a probability means what it says.
+    temperature: f32,
+    /// Whether the head knows [`NO_TOPIC`] (then the earlier turns are classified too).
+    has_no_topic: bool,
 }
 
 impl CategoryHead {
@@ -31,14 +41,35 @@ impl CategoryHead {
             bail!("head input_dim {} does not match the embedding model's size {dim} (encoder `{}`)", meta.input_dim, meta.encoder);
         }
         let labels = meta.labels()?;
-        Ok(Self { head: Mutex::new(head), labels, input_dim: dim })
+        let temperature = meta.temperature.unwrap_or(1.0);
+        if !(temperature.is_finite() && temperature > 0.0) {
+            bail!("head temperature {temperature} is not a positive number");
+        }
+        let has_no_topic = labels.iter().any(|l| l == NO_TOPIC);
+        Ok(Self { head: Mutex::new(head), labels, input_dim: dim, temperature, has_no_topic })
+    }
+
+    /// The temperature the probabilities are calibrated with.
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
+    /// The same head without calibration (temperature 1), to measure what calibration changes.
+    pub fn uncalibrated(&self) -> Self {
+        let head = self.head.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Self { head: Mutex::new(head), labels: self.labels.clone(), input_dim: self.input_dim, temperature: 1.0, has_no_topic: self.has_no_topic }
+    }
+
+    /// Whether the head classifies the earlier turns too (it knows [`NO_TOPIC`]).
+    pub fn uses_context(&self) -> bool {
+        self.has_no_topic
     }
 
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
 
-    /// (label, probability) for every label of the head.
+    /// (label, calibrated probability) for every label of the head, [`NO_TOPIC`] included.
     pub fn probabilities(&self, embedding: &[f32]) -> Result<Vec<(String, f32)>> {
         if embedding.len() != self.input_dim {
             bail!("embedding of size {}, the head takes {}", embedding.len(), self.input_dim);
@@ -47,8 +78,42 @@ impl CategoryHead {
             let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
             head.logits_of(&[embedding.to_vec()], &Default::default())?
         };
-        Ok(self.labels.iter().cloned().zip(softmax(&logits[0])).collect())
+        let scaled: Vec<f32> = logits[0].iter().map(|l| l / self.temperature).collect();
+        Ok(self.labels.iter().cloned().zip(softmax(&scaled)).collect())
     }
+
+    /// Category probabilities of a message given the embedding of its earlier turns (see
+    /// [`mix_with_context`]).
+    pub fn categorize(&self, text: &[f32], context: Option<&[f32]>) -> Result<Vec<(String, f32)>> {
+        let p = self.probabilities(text)?;
+        let ctx = match context {
+            Some(c) if self.has_no_topic => Some(self.probabilities(c)?),
+            _ => None,
+        };
+        Ok(mix_with_context(&p, ctx.as_deref()))
+    }
+}
+
+/// The category distribution of a message in its conversation: `P(c | text) + P(no_topic |
+/// text) · P(c | earlier turns)`. A message with a topic of its own keeps it; a follow-up
+/// without one ("could you go into more detail?") takes the conversation's category. The
+/// [`NO_TOPIC`] mass of the last source is dropped, not renormalised away: a conversation with
+/// no topic anywhere ends with a low confidence, and the router sends it to the default model.
+pub fn mix_with_context(text: &[(String, f32)], context: Option<&[(String, f32)]>) -> Vec<(String, f32)> {
+    let no_topic = text.iter().find(|(l, _)| l == NO_TOPIC).map_or(0.0, |(_, p)| *p);
+    text.iter()
+        .filter(|(l, _)| l != NO_TOPIC)
+        .map(|(l, p)| {
+            let from_context = context.and_then(|c| c.iter().find(|(k, _)| k == l)).map_or(0.0, |(_, q)| *q);
+            (l.clone(), p + no_topic * from_context)
+        })
+        .collect()
+}
+
+/// Earlier turns (oldest first, as the filter sends them) as one text, newest first, so that
+/// truncation to the encoder's length drops the oldest.
+pub fn context_text<'a>(turns: impl DoubleEndedIterator<Item = &'a str>) -> String {
+    turns.rev().filter(|c| !c.trim().is_empty()).collect::<Vec<_>>().join("\n")
 }
 
 /// Whether `dir` holds a full sequence-classification checkpoint (its `config.json` names an
@@ -82,4 +147,33 @@ pub fn load(model_id: Option<&Path>, dim: usize) -> Result<Option<CategoryHead>>
     let head = CategoryHead::load(dir, dim).with_context(|| format!("classifier.category_model.model_id: {}", dir.display()))?;
     info!(model = %dir.display(), labels = head.labels.len(), "category head loaded");
     Ok(Some(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dist(v: &[(&str, f32)]) -> Vec<(String, f32)> {
+        v.iter().map(|(l, p)| (l.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn a_topic_free_follow_up_takes_the_conversations_category() {
+        let follow_up = dist(&[("history", 0.05), ("math", 0.05), (NO_TOPIC, 0.9)]);
+        let earlier = dist(&[("history", 0.8), ("math", 0.1), (NO_TOPIC, 0.1)]);
+        let p = mix_with_context(&follow_up, Some(&earlier));
+        assert_eq!(p.len(), 2, "no_topic is not a category: {p:?}");
+        assert!((p[0].1 - (0.05 + 0.9 * 0.8)).abs() < 1e-6 && p[0].1 > p[1].1, "{p:?}");
+        // Alone, it has no confident category (the router sends it to the default model).
+        assert!(mix_with_context(&follow_up, None).iter().all(|(_, p)| *p < 0.1));
+        // A message with its own topic keeps it, whatever came before.
+        let topical = dist(&[("history", 0.02), ("math", 0.96), (NO_TOPIC, 0.02)]);
+        let p = mix_with_context(&topical, Some(&earlier));
+        assert!(p[1].1 > 0.96 && p[0].1 < 0.05, "{p:?}");
+    }
+
+    #[test]
+    fn context_text_is_newest_first_without_empty_turns() {
+        assert_eq!(context_text(["oldest", " ", "newest"].into_iter()), "newest\noldest");
+    }
 }

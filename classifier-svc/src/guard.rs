@@ -57,6 +57,11 @@ impl HeadDetector {
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
+
+    /// The head's own threshold (chosen when it was trained), if it has one.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
 }
 
 impl JailbreakDetector for HeadDetector {

@@ -117,10 +117,22 @@ impl<B: Backend> PiiTagger<B> {
                         (self.types.get(class).copied().flatten(), p)
                     })
                     .collect();
-                merge_spans(text, &tok.offsets, &tok.special, &labels)
+                without_checked_numbers(text, merge_spans(text, &tok.offsets, &tok.special, &labels))
             })
             .collect())
     }
+}
+
+/// Drops the model's spans that overlap a match of the deterministic detectors
+/// ([`crate::pii::detect`]): those check what the model only guesses (Luhn for cards, mod-97
+/// for IBANs, the SSN grouping), so a card number the model reads as a phone number is a card
+/// number, reported once, by the detector.
+pub fn without_checked_numbers(text: &str, spans: Vec<PiiMatch>) -> Vec<PiiMatch> {
+    let checked = crate::pii::detect(text);
+    if checked.is_empty() {
+        return spans;
+    }
+    spans.into_iter().filter(|s| !checked.iter().any(|c| s.start < c.end && c.start < s.end)).collect()
 }
 
 /// Index and softmax probability of the largest logit.
@@ -277,5 +289,20 @@ mod tests {
         let accents: usize = w.iter().map(|(_, p)| p.matches('é').count()).sum();
         assert_eq!(accents, 400);
         assert!(windows("").is_empty());
+    }
+
+    #[test]
+    fn a_card_number_is_not_also_a_phone_number() {
+        let text = "charge my card 4111 1111 1111 1111 today, or call 020 7946 0958";
+        let card = text.find("4111").unwrap();
+        let spans = vec![
+            PiiMatch { kind: PHONE_NUMBER, start: card, end: card + 19, confidence: 0.9 },
+            PiiMatch { kind: PHONE_NUMBER, start: text.find("020").unwrap(), end: text.len(), confidence: 0.9 },
+        ];
+        let kept = without_checked_numbers(text, spans);
+        // The detectors find the card (Luhn) and the phone; the model's spans over both go.
+        assert!(kept.is_empty(), "{kept:?}");
+        let name = vec![PiiMatch { kind: "PERSON", start: 0, end: 6, confidence: 0.9 }];
+        assert_eq!(without_checked_numbers("Alexis paid", name.clone()), name);
     }
 }

@@ -34,7 +34,9 @@ pub const HEADER_PII_VIOLATION: &str = "x-vsr-pii-violation";
 pub const HEADER_PII_TYPES: &str = "x-vsr-pii-types";
 
 pub const REASON_CATEGORY: &str = "category";
-pub const REASON_BELOW_THRESHOLD: &str = "below_threshold";
+/// No category reached the threshold: the default model, and the response says so
+/// (`x-vsr-selected-reason: low_confidence`) rather than a confident wrong category.
+pub const REASON_LOW_CONFIDENCE: &str = "low_confidence";
 /// The category's best model may not receive the detected PII; another model of the category
 /// (or the default model) that may was selected.
 pub const REASON_PII_ALTERNATIVE: &str = "pii_policy_alternative";
@@ -302,7 +304,7 @@ impl Router {
             other => {
                 d.selected_model = self.default_model.clone();
                 d.confidence = other.map(|(_, s)| s.clamp(0.0, 1.0)).unwrap_or(0.0);
-                d.reason = REASON_BELOW_THRESHOLD.into();
+                d.reason = REASON_LOW_CONFIDENCE.into();
                 None
             }
         };

@@ -295,7 +295,10 @@ impl Engine {
             self.metrics.stage_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
         };
         let mut texts = vec![req.text.clone()];
-        let use_context = !req.context.is_empty() && router.context_weight > 0.0;
+        // Earlier turns are embedded when they mix into the prompt vector, or when the category
+        // head classifies them for topic-free follow-ups.
+        let head_uses_context = self.category_head.as_ref().is_some_and(|h| h.uses_context());
+        let use_context = !req.context.is_empty() && (router.context_weight > 0.0 || head_uses_context);
         if use_context {
             texts.push(context_text(&req.context));
         }
@@ -397,7 +400,8 @@ impl Engine {
             None => {}
         }
         if let (Some(head), None) = (&self.category_head, &signals.category_probabilities) {
-            match head.probabilities(&prompt) {
+            let (text, context) = if head.uses_context() { (&embs[0][..], embs.get(1).map(|v| v.as_slice())) } else { (&prompt[..], None) };
+            match head.categorize(text, context) {
                 Ok(p) => signals.category_probabilities = Some(p),
                 Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "category head failed; using similarity"),
             }
@@ -411,15 +415,8 @@ impl Engine {
     }
 }
 
-/// Earlier turns as one text, newest first (truncation then drops the oldest).
 fn context_text(turns: &[Turn]) -> String {
-    turns
-        .iter()
-        .rev()
-        .map(|t| t.content.as_str())
-        .filter(|c| !c.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::category_head::context_text(turns.iter().map(|t| t.content.as_str()))
 }
 
 fn to_status(e: BatchError) -> Status {

@@ -150,7 +150,7 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
     assert!(reasoning.enabled);
     assert_eq!(reasoning.chat_template_kwarg, "enable_thinking");
     let d = r.decide(&vec![-1.0; n]);
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("qwen3", "below_threshold"));
+    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("qwen3", "low_confidence"));
 }
 
 #[test]
@@ -516,7 +516,7 @@ async fn engine_applies_guard_pii_and_counts_them() {
     assert!(engine.guard.is_none());
 
     let d = engine.classify(&request("hello jane@example.com")).await.unwrap();
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("fallback", "below_threshold"));
+    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("fallback", "low_confidence"));
     assert!(d.block.is_none());
     let d = engine.classify(&request("my card is 4111 1111 1111 1111")).await.unwrap();
     assert_eq!(d.block.unwrap().code, "pii_policy_violation");
@@ -647,6 +647,39 @@ fn category_head_probabilities_replace_similarity() {
     let flat = vec![("math".to_string(), 0.4), ("code".to_string(), 0.35), ("chat".to_string(), 0.25)];
     let d = r.decide_with(&unit(&MATH), &Signals { category_probabilities: Some(flat), ..Default::default() });
     assert_eq!(d.selected_model, "general");
+}
+
+/// The temperature a category head was calibrated with is applied where it serves: its
+/// probabilities are the softmax of logits / T (here a zero-weight head, so the logits are
+/// its biases).
+#[test]
+fn a_calibrated_category_head_serves_tempered_probabilities() {
+    use burn::module::{Module, Param};
+    use burn::tensor::{Tensor, TensorData};
+    use classifier_svc::category_head::{CategoryHead, NO_TOPIC};
+    let (dim, bias, t) = (8, [2.0f32, 0.0, -1.0], 2.5f32);
+    let device = Default::default();
+    let labels = ["math".to_string(), "code".to_string(), NO_TOPIC.to_string()];
+    let mut meta = HeadMeta::new("all-MiniLM-L6-v2", dim, vec![], &labels);
+    meta.temperature = Some(t);
+    let mut head = EmbeddingHeadConfig::new(dim, vec![], 3).init::<CpuBackend>(&device);
+    head.classifier.weight = Param::from_tensor(Tensor::zeros([dim, 3], &device));
+    head.classifier.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias.to_vec(), [3]), &device)));
+    let dir = temp_dir("calibrated-head");
+    head.no_grad().save(&dir, &meta).unwrap();
+
+    let served = CategoryHead::load(&dir, dim).unwrap();
+    assert!(served.uses_context());
+    let p = served.probabilities(&[0.1; 8]).unwrap();
+    let z: f32 = bias.iter().map(|b| (b / t).exp()).sum();
+    for ((label, got), b) in p.iter().zip(bias) {
+        let want = (b / t).exp() / z;
+        assert!((got - want).abs() < 1e-6, "{label}: {got} vs {want}");
+    }
+    // Uncalibrated, the same head is surer of itself.
+    let raw = served.uncalibrated().probabilities(&[0.1; 8]).unwrap();
+    assert!(raw[0].1 > p[0].1 + 0.1, "{raw:?} vs {p:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The PII token classifier on real text: names, addresses and e-mails become typed spans

@@ -7,7 +7,7 @@ use std::time::Duration;
 use classifier_svc::batcher::{BatchError, BatchSettings, Batcher};
 use classifier_svc::config::Config;
 use classifier_svc::model::{LoadOptions, Model, Task};
-use classifier_svc::policy::{Router, REASON_BELOW_THRESHOLD, REASON_CATEGORY};
+use classifier_svc::policy::{Router, REASON_LOW_CONFIDENCE, REASON_CATEGORY};
 use classifier_svc::CpuBackend;
 
 fn fixture(name: &str) -> PathBuf {
@@ -120,7 +120,7 @@ fn policy_highest_score_wins_and_threshold_falls_back() {
     let d = router.decide(&unit(&[0.0, 0.0, 1.0]));
     assert_eq!(d.category, "");
     assert_eq!(d.selected_model, "qwen3-8b");
-    assert_eq!(d.reason, REASON_BELOW_THRESHOLD);
+    assert_eq!(d.reason, REASON_LOW_CONFIDENCE);
 
     // Context mixing moves an ambiguous prompt.
     let p = router.prompt_vector(&unit(&[1.0, 1.0, 0.0]), Some(&unit(&[0.0, 1.0, 0.0])));

@@ -93,6 +93,10 @@ pub struct HeadMeta {
     pub positive_label: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// Temperature that calibrates the probabilities (logits are divided by it before the
+    /// softmax); fitted on a held-out split after training. `None`: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
     /// Free-form provenance (data sources, seed, epochs, validation metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<serde_json::Value>,
@@ -116,6 +120,7 @@ impl HeadMeta {
             max_seq_len: None,
             positive_label: None,
             threshold: None,
+            temperature: None,
             training: None,
         }
     }
