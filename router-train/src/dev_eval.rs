@@ -1,0 +1,160 @@
+//! The chat-style development sets in the evaluation report: category accuracy and per-class
+//! metrics, calibration (ECE), the router's threshold, multi-turn follow-ups, and the guard on
+//! benign look-alikes and varied jailbreaks. The models are run through the sidecar's own code
+//! (`CategoryHead::categorize`, `HeadDetector::score`), so calibration and the context mix are
+//! measured as they serve.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use classifier_svc::category_head::{CategoryHead, NO_TOPIC};
+use classifier_svc::guard::{HeadDetector, JailbreakDetector};
+use serde_json::{json, Value};
+
+use crate::calibrate;
+use crate::embed::{Embedder, DIM};
+use crate::metrics::Confusion;
+use crate::sets::DevSets;
+
+/// The filter's default number of earlier turns sent with the last user message.
+const CONTEXT_TURNS: usize = 2;
+/// Weight of the earlier turns in the prompt vector before the head learnt `no_topic`
+/// (`classifier.category_model.context_weight`), for the multi-turn comparison.
+const OLD_CONTEXT_WEIGHT: f32 = 0.3;
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// Category index (of `labels`, the 14 categories) and confidence of each distribution.
+fn top(probs: &[(String, f32)], labels: &[String]) -> (usize, f32) {
+    let (best, p) = probs.iter().filter(|(l, _)| l != NO_TOPIC).fold(("", f32::MIN), |b, (l, p)| if *p > b.1 { (l.as_str(), *p) } else { b });
+    (labels.iter().position(|l| l == best).unwrap_or(0), p)
+}
+
+pub struct DevReport {
+    pub markdown: String,
+    pub json: Value,
+}
+
+/// The development-set sections of the report. `threshold` is the router's category
+/// threshold (`classifier.category_model.threshold`).
+pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbreak_head: &Path, threshold: f32, peer_jailbreak: &[String]) -> Result<DevReport> {
+    let dev = DevSets::load(dir)?;
+    let head = CategoryHead::load(category_head, DIM)?;
+    let labels: Vec<String> = head.labels().iter().filter(|l| *l != NO_TOPIC).cloned().collect();
+    let n = labels.len();
+    let index = |l: &str| labels.iter().position(|x| x == l).ok_or_else(|| anyhow!("unknown category `{l}`"));
+    let mut md = String::new();
+
+    // ------------------------------------------------------------ single prompts
+    let y = dev.chat.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
+    let x = embedder.embed(&dev.chat.iter().map(|c| c.text.clone()).collect::<Vec<_>>(), "chat dev")?;
+    let probs = x.iter().map(|v| head.categorize(v, None)).collect::<Result<Vec<_>>>()?;
+    let (pred, conf): (Vec<usize>, Vec<f32>) = probs.iter().map(|p| top(p, &labels)).unzip();
+    let c = Confusion::new(n, &y, &pred);
+    let correct: Vec<bool> = pred.iter().zip(&y).map(|(p, t)| p == t).collect();
+    let ece = calibrate::ece(&conf, &correct, 10);
+    // The same head without its temperature: what calibration changed.
+    let raw = head.uncalibrated();
+    let raw_conf: Vec<f32> = x.iter().map(|v| raw.categorize(v, None).map(|p| top(&p, &labels).1)).collect::<Result<_>>()?;
+    let raw_ece = calibrate::ece(&raw_conf, &correct, 10);
+    let routed: Vec<usize> = (0..y.len()).filter(|&i| conf[i] >= threshold).collect();
+    let routed_acc = routed.iter().filter(|&&i| correct[i]).count() as f64 / routed.len().max(1) as f64;
+    let with_threshold: Vec<usize> = (0..y.len()).map(|i| if conf[i] >= threshold { pred[i] } else { n }).collect();
+    let c_thr = Confusion::new(n + 1, &y, &with_threshold);
+
+    let _ = writeln!(md, "## Chat-style development set (the traffic the router exists for)\n");
+    let _ = writeln!(md, "`router-train/sets/` (provenance in its `PROVENANCE.md`): prompts written the way people type into an assistant, never trained on, never used for a temperature or a threshold. The category head runs through the sidecar's own code with its fitted temperature.\n");
+    let _ = writeln!(md, "| measure | value |\n|---|---|");
+    let _ = writeln!(md, "| prompts | {} ({} categories) |", y.len(), n);
+    let _ = writeln!(md, "| accuracy (top category) | **{}** |", pct(c.accuracy()));
+    let _ = writeln!(md, "| macro-F1 | {:.3} |", c.macro_f1());
+    let _ = writeln!(md, "| expected calibration error (10 bins), calibrated / uncalibrated | {:.3} / {:.3} (temperature {:.2}) |", ece, raw_ece, head.temperature());
+    let _ = writeln!(md, "| routed at threshold {threshold} (the rest: default model, `low_confidence`) | {} of prompts, {} of them right |", pct(routed.len() as f64 / y.len() as f64), pct(routed_acc));
+    let _ = writeln!(md, "| right category with the threshold (below it counts as wrong) | {} |", pct(c_thr.accuracy()));
+    let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
+    for (i, l) in labels.iter().enumerate() {
+        let m = c.class(i);
+        let _ = writeln!(md, "| {l} | {:.3} | {:.3} | {:.3} | {} |", m.precision, m.recall, m.f1, m.support);
+    }
+    let _ = writeln!(md, "\n![Confusion matrix, chat-style development set](confusion-dev.png)\n");
+    let _ = writeln!(md, "### Confusion matrix, chat-style development set\n");
+    crate::eval::confusion_table(&mut md, &labels, &c, None);
+
+    // ------------------------------------------------------------ multi-turn
+    let my = dev.multiturn.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
+    let requests: Vec<(String, String)> = dev.multiturn.iter().map(|c| c.as_request(CONTEXT_TURNS)).collect();
+    let tx = embedder.embed(&requests.iter().map(|r| r.0.clone()).collect::<Vec<_>>(), "multi-turn last messages")?;
+    let cx = embedder.embed(&requests.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), "multi-turn context")?;
+    let (mut kept, mut alone, mut old_mix) = (0usize, 0usize, 0usize);
+    for i in 0..my.len() {
+        kept += usize::from(top(&head.categorize(&tx[i], Some(&cx[i]))?, &labels).0 == my[i]);
+        alone += usize::from(top(&head.categorize(&tx[i], None)?, &labels).0 == my[i]);
+        let mut mixed: Vec<f32> = tx[i].iter().zip(&cx[i]).map(|(t, c)| (1.0 - OLD_CONTEXT_WEIGHT) * t + OLD_CONTEXT_WEIGHT * c).collect();
+        classifier_svc::policy::normalize(&mut mixed);
+        old_mix += usize::from(top(&head.categorize(&mixed, None)?, &labels).0 == my[i]);
+    }
+    let m = my.len().max(1) as f64;
+    let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
+    let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
+    let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
+    let _ = writeln!(md, "| **`no_topic` mix (serving): P(c given the last message) + P(no_topic given it) × P(c given the earlier turns)** | **{}** |", pct(kept as f64 / m));
+    let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
+    let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
+
+    // ------------------------------------------------------------ guard
+    let guard = HeadDetector::load(jailbreak_head, DIM)?;
+    let gthr = guard.threshold().unwrap_or(0.5);
+    let score = |texts: &[String], what: &str, e: &mut Embedder| -> Result<Vec<f32>> {
+        e.embed(texts, what)?.iter().map(|v| guard.score(v).map(|s| s.probability)).collect()
+    };
+    let benign_p = score(&dev.benign.iter().map(|g| g.text.clone()).collect::<Vec<_>>(), "guard benign dev", embedder)?;
+    let attack_p = score(&dev.jailbreak.iter().map(|g| g.text.clone()).collect::<Vec<_>>(), "guard jailbreak dev", embedder)?;
+    let chat_p = score(&dev.chat.iter().map(|c| c.text.clone()).collect::<Vec<_>>(), "chat dev", embedder)?;
+    let peer_p = score(peer_jailbreak, "peer jailbreak", embedder)?;
+    let rate = |p: &[f32], t: f32| p.iter().filter(|&&v| v >= t).count() as f64 / p.len().max(1) as f64;
+    let _ = writeln!(md, "\n### Jailbreak guard on the development sets\n");
+    let _ = writeln!(md, "Threshold {gthr:.2}: the head's own, chosen on the calibration split (at most {} of its benign prompts blocked), not on these sets.\n", pct(crate::train::GUARD_MAX_FPR));
+    let _ = writeln!(md, "| set | n | blocked |\n|---|---|---|");
+    let _ = writeln!(md, "| benign look-alikes (must pass) | {} | **{}** |", benign_p.len(), pct(rate(&benign_p, gthr)));
+    let _ = writeln!(md, "| chat-style category prompts (must pass) | {} | {} |", chat_p.len(), pct(rate(&chat_p, gthr)));
+    let _ = writeln!(md, "| our jailbreaks (must be blocked: recall) | {} | **{}** |", attack_p.len(), pct(rate(&attack_p, gthr)));
+    let _ = writeln!(md, "| peer jailbreak cases (recall) | {} | **{}** |", peer_p.len(), pct(rate(&peer_p, gthr)));
+    let by_family = |items: &[(String, f32)]| -> BTreeMap<String, (usize, usize)> {
+        let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (f, p) in items {
+            let e = m.entry(f.clone()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(*p >= gthr);
+        }
+        m
+    };
+    let _ = writeln!(md, "\n| family | kind | n | blocked |\n|---|---|---|---|");
+    let fam_b = by_family(&dev.benign.iter().map(|g| g.family.clone()).zip(benign_p.iter().copied()).collect::<Vec<_>>());
+    let fam_j = by_family(&dev.jailbreak.iter().map(|g| g.family.clone()).zip(attack_p.iter().copied()).collect::<Vec<_>>());
+    for (kind, fams) in [("benign", &fam_b), ("jailbreak", &fam_j)] {
+        for (f, (n, b)) in fams {
+            let _ = writeln!(md, "| {f} | {kind} | {n} | {} |", pct(*b as f64 / *n as f64));
+        }
+    }
+    let thresholds = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+    let _ = writeln!(md, "\n#### Trade-off on the development sets (`prompt_guard.threshold`)\n");
+    let _ = writeln!(md, "| threshold | benign look-alikes blocked | chat prompts blocked | recall, our jailbreaks | recall, peer jailbreaks |\n|---|---|---|---|---|");
+    let mut curve = Vec::new();
+    for &t in &thresholds {
+        let _ = writeln!(md, "| {t} | {} | {} | {:.3} | {:.3} |", pct(rate(&benign_p, t)), pct(rate(&chat_p, t)), rate(&attack_p, t), rate(&peer_p, t));
+        curve.push(json!({ "threshold": t, "benign_blocked": rate(&benign_p, t), "chat_blocked": rate(&chat_p, t), "recall": rate(&attack_p, t), "peer_recall": rate(&peer_p, t) }));
+    }
+
+    let json = json!({
+        "labels": labels,
+        "chat": { "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix, "ece": ece, "ece_uncalibrated": raw_ece,
+                  "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
+        "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
+        "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve },
+    });
+    Ok(DevReport { markdown: md, json })
+}
