@@ -157,8 +157,14 @@ pub fn fetch_deb(dirs: &DataDirs, name: &str, version: &str) -> Result<PathBuf> 
         Some(d) => d,
         None => {
             eprintln!("[data] {name}={version}: downloading (apt-get download)");
-            run(Command::new("apt-get").arg("download").arg(format!("{name}={version}")).current_dir(&debs))
-                .with_context(|| format!("apt-get download {name}={version} (on a machine whose package lists are empty, run `apt-get update` once)"))?;
+            let download = || run(Command::new("apt-get").arg("download").arg(format!("{name}={version}")).current_dir(&debs));
+            if download().is_err() {
+                // A fresh machine may have empty package lists: refresh them once (needs root).
+                eprintln!("[data] {name}={version}: not in the package lists; running apt-get update");
+                run(Command::new("apt-get").args(["update", "-qq"]))
+                    .and_then(|_| download())
+                    .with_context(|| format!("apt-get download {name}={version} (run `apt-get update` as root once, then again)"))?;
+            }
             find()?.with_context(|| format!("apt-get left no .deb for {name}"))?
         }
     };
