@@ -152,6 +152,22 @@ async fn classifier_down_slow_or_broken_falls_back_to_the_default_model() {
     assert_eq!(s.envoy.counter("semantic_router.fallback.bad_reply"), 1);
 }
 
+/// No backend listening: after Envoy's retries the client gets an OpenAI-style error object,
+/// not Envoy's plain-text "upstream connect error".
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_backend_is_answered_with_an_openai_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let classifier = ClassifierDouble::start(Behaviour::Decide).await;
+    let config = EnvoyConfig::new(classifier.addr.port(), closed, closed, r#"{"default_model":"qwen3-8b"}"#);
+    let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().expect("envoy starts");
+    let r = HttpClient::default().post(&envoy.url("/v1/chat/completions"), chat("qwen3-8b", "hello"), &[]).await.expect("request completes");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    assert_eq!(body["error"]["type"], "upstream_unavailable", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("upstream")), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fail_closed_answers_503_when_the_classifier_is_down() {
     let s = stack(r#"{"default_model":"qwen3-8b","fail_mode":"closed"}"#).await;
