@@ -41,7 +41,7 @@ pub struct DevReport {
 
 /// The development-set sections of the report. `threshold` is the router's category
 /// threshold (`classifier.category_model.threshold`).
-pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbreak_head: &Path, threshold: f32, peer_jailbreak: &[String]) -> Result<DevReport> {
+pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbreak_head: &Path, category_model: &Path, threshold: f32, peer_jailbreak: &[String]) -> Result<DevReport> {
     let dev = DevSets::load(dir)?;
     let head = CategoryHead::load(category_head, DIM)?;
     let labels: Vec<String> = head.labels().iter().filter(|l| *l != NO_TOPIC).cloned().collect();
@@ -75,6 +75,23 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let _ = writeln!(md, "| expected calibration error (10 bins), calibrated / uncalibrated | {:.3} / {:.3} (temperature {:.2}) |", ece, raw_ece, head.temperature());
     let _ = writeln!(md, "| routed at threshold {threshold} (the rest: default model, `low_confidence`) | {} of prompts, {} of them right |", pct(routed.len() as f64 / y.len() as f64), pct(routed_acc));
     let _ = writeln!(md, "| right category with the threshold (below it counts as wrong) | {} |", pct(c_thr.accuracy()));
+    // The fine-tuned encoder, when one was trained (`finetune-category`, on a GPU).
+    let mut tuned_json = Value::Null;
+    if category_model.join("model.safetensors").exists() {
+        let model = classifier_svc::model::Model::<burn::backend::Flex>::load(category_model, &Default::default(), &Default::default())?;
+        let texts: Vec<String> = dev.chat.iter().map(|c| c.text.clone()).collect();
+        let logits = crate::eval::classify_all(&model, &texts, "chat dev")?;
+        let pred: Vec<usize> = logits
+            .iter()
+            .map(|l| {
+                let probs: Vec<(String, f32)> = model.labels.iter().cloned().zip(crate::metrics::softmax(l)).collect();
+                top(&probs, &labels).0
+            })
+            .collect();
+        let t = Confusion::new(n, &y, &pred);
+        let _ = writeln!(md, "| fine-tuned encoder (`{}`, a second encoder pass), accuracy | {} (macro-F1 {:.3}) |", category_model.display(), pct(t.accuracy()), t.macro_f1());
+        tuned_json = json!({ "n": t.total(), "accuracy": t.accuracy(), "macro_f1": t.macro_f1(), "matrix": t.matrix });
+    }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
     for (i, l) in labels.iter().enumerate() {
         let m = c.class(i);
@@ -153,6 +170,7 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
         "labels": labels,
         "chat": { "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix, "ece": ece, "ece_uncalibrated": raw_ece,
                   "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
+        "chat_finetuned": tuned_json,
         "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
         "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve },
     });

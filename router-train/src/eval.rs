@@ -107,7 +107,7 @@ fn tradeoff_table(md: &mut String, curve: &[Value]) {
 }
 
 /// Sequence-classification logits of `texts` by a fine-tuned model, 32 at a time.
-fn classify_all(model: &Model<Flex>, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
+pub(crate) fn classify_all(model: &Model<Flex>, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
     eprintln!("[eval] {} on {} {what} texts", model.labels.join("/"), texts.len());
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(32) {
@@ -195,7 +195,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
 
     // ---------------------------------------------------------------- chat-style dev sets
     let threshold = classifier_svc::Config::load(&args.router_config)?.classifier.category_model.threshold;
-    let dev = crate::dev_eval::report(&args.dev_dir, embedder, &args.category_head, &args.jailbreak_head, threshold, &peer.jailbreak)?;
+    let dev = crate::dev_eval::report(&args.dev_dir, embedder, &args.category_head, &args.jailbreak_head, &args.category_model, threshold, &peer.jailbreak)?;
     md.push_str(&dev.markdown);
     md.push('\n');
 
