@@ -160,6 +160,12 @@ impl EnvoyGateway {
     /// Renders the overlay, prepares certificates and the Envoy binary, and starts
     /// `envoy-gateway server`. Returns once the process runs; see [`wait_envoy`](Self::wait_envoy).
     pub fn start(setup: Setup) -> Result<Self> {
+        Self::start_with_filter_config(setup, serde_json::Map::new())
+    }
+
+    /// [`start`](Self::start) with keys of the EnvoyExtensionPolicy's filter config replaced
+    /// (see [`overlay::Params::filter_config`]).
+    pub fn start_with_filter_config(setup: Setup, filter_config: serde_json::Map<String, Value>) -> Result<Self> {
         for port in FIXED_PORTS {
             if std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok() {
                 bail!("port {port} is in use: is another Envoy Gateway running?");
@@ -223,6 +229,7 @@ impl EnvoyGateway {
             envoy_certs: config_home.join("certs/envoy"),
             envoy_version: version,
             build: setup.build.clone(),
+            filter_config,
         };
         let resources = overlay::resources(&params)?;
         std::fs::write(resources_dir.join("semantic-router.yaml"), overlay::to_yaml(&resources)?)?;
@@ -303,6 +310,16 @@ impl EnvoyGateway {
             Some(port) => http_get(port, "/config_dump").unwrap_or_else(|e| format!("config_dump: {e}")),
             None => "no Envoy admin address yet".into(),
         }
+    }
+
+    /// A counter of the filter (`semantic_router.…`) in the Envoy's admin stats; 0 if absent.
+    pub fn counter(&self, name: &str) -> u64 {
+        let Some(port) = self.envoy_admin_port() else { return 0 };
+        http_get(port, "/stats")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.{name}: ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
     }
 
     /// Envoy Gateway's log, its generated xDS as the Envoy holds it, and the rendered resources:

@@ -52,6 +52,10 @@ pub struct Params {
     pub envoy_version: String,
     /// The kustomization under deploy/ to render (`base`, or an overlay of it).
     pub build: String,
+    /// Keys replaced in the EnvoyExtensionPolicy's filter config: the test's backends may serve
+    /// other models than deploy/'s (Dynamo's mockers serve the sidecar config's models, so the
+    /// filter's `default_model` must be one of them for a fallback to be answered).
+    pub filter_config: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +236,9 @@ pub fn resources(p: &Params) -> Result<Vec<Value>> {
                 let code = &mut obj["spec"]["wasm"][0]["code"]["http"];
                 code["url"] = json!(p.wasm_url);
                 code["sha256"] = json!(p.wasm_sha256);
+                for (k, v) in &p.filter_config {
+                    obj["spec"]["wasm"][0]["config"][k] = v.clone();
+                }
             }
             _ => {}
         }
@@ -392,6 +399,7 @@ mod tests {
             wasm_sha256: "ab".repeat(32),
             envoy_certs: PathBuf::from("/tmp/x/certs/envoy"),
             envoy_version: "1.40.0".into(),
+            filter_config: Default::default(),
         }
     }
 
