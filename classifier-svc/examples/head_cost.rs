@@ -1,6 +1,8 @@
-//! CPU cost of the category head per request, with and without the earlier turns (the
-//! `no_topic` mix classifies the context embedding too): medians of interleaved runs on the
-//! trained head. `cargo run --release -p classifier-svc --example head_cost [models/category-head]`.
+//! CPU cost of what runs after the encoder per request: the category head with and without the
+//! earlier turns (the `no_topic` mix classifies the context embedding too), and the check that
+//! drops PII-model spans over numbers the deterministic detectors verify, per 480-byte window.
+//! Medians of interleaved runs. `cargo run --release -p classifier-svc --example head_cost
+//! [models/category-head]`.
 
 use classifier_svc::category_head::CategoryHead;
 use std::time::Instant;
@@ -44,5 +46,24 @@ fn main() -> anyhow::Result<()> {
     println!("| category head ({dir}) | p50 (µs) | ratio |\n|---|---|---|");
     println!("| last message alone (anchor) | {a:.1} | 1.00 |");
     println!("| with the earlier turns (no_topic mix) | {c:.1} | {:.2} |", c / a);
+
+    // One PII window (the tagger reads 480-byte windows) with a card number and a phone.
+    use classifier_svc::pii::PiiMatch;
+    use classifier_svc::pii_model::without_checked_numbers;
+    let mut window = "Please charge my card 4111 1111 1111 1111 and call me on 020 7946 0958 tomorrow. ".repeat(6);
+    window.truncate(480);
+    let spans = vec![PiiMatch { kind: "PHONE_NUMBER", start: 22, end: 41, confidence: 0.9 }];
+    let (mut kept, mut checked) = (Vec::new(), Vec::new());
+    for _ in 0..2000 {
+        let t = Instant::now();
+        std::hint::black_box(spans.clone());
+        kept.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        std::hint::black_box(without_checked_numbers(&window, spans.clone()));
+        checked.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    println!("\n| PII model spans, one 480-byte window | p50 (µs) |\n|---|---|");
+    println!("| spans as tagged (anchor) | {:.2} |", median(kept));
+    println!("| spans over detector-checked numbers dropped | {:.2} |", median(checked));
     Ok(())
 }
