@@ -1,0 +1,247 @@
+//! Per-request evaluation: every signal once, then the decisions over the matched signals,
+//! then the winner by the routing strategy. Pure: the model outputs (prompt embedding, winning
+//! category, guard probability, PII detections) come in as [`Input`].
+
+use std::collections::BTreeMap;
+
+use crate::model::{
+    Aggregation, DecisionSpec, Policy, Rule, SignalKind, Strategy, StructureFeature, DEFAULT_LANGUAGE_THRESHOLD,
+};
+
+/// What the models and the request said, as far as the policy needs it.
+#[derive(Debug, Clone, Default)]
+pub struct Input<'a> {
+    /// The text signals look at: the last user message.
+    pub text: &'a str,
+    /// Estimated tokens of the whole conversation (see [`estimate_tokens`]).
+    pub tokens: u64,
+    /// The category classifier's winning label and its confidence, when it reached the
+    /// classifier's threshold.
+    pub domain: Option<(&'a str, f32)>,
+    /// The unit prompt embedding (for embedding rules).
+    pub embedding: Option<&'a [f32]>,
+    /// The guard's jailbreak probability and its own threshold; `None`: no guard ran.
+    pub jailbreak: Option<(f32, f32)>,
+    /// PII detections: (type, confidence).
+    pub pii: &'a [(&'a str, f32)],
+}
+
+/// Rough token count of a text (4 bytes per token, as OpenAI's rule of thumb): the context
+/// signal needs a size class, not an exact count, and every backend tokenizes differently.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+/// Candidate phrase vectors of the policy's embedding rules (unit vectors), one list per rule.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateVectors(pub Vec<Vec<Vec<f32>>>);
+
+/// The signals that matched, with their confidences.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matched(pub BTreeMap<(SignalKind, String), f32>);
+
+impl Matched {
+    pub fn get(&self, kind: SignalKind, name: &str) -> Option<f32> {
+        self.0.get(&(kind, name.to_string())).copied()
+    }
+
+    /// `type:name` of every matched signal, for logs and responses.
+    pub fn names(&self) -> Vec<String> {
+        self.0.keys().map(|(k, n)| format!("{}:{n}", k.as_str())).collect()
+    }
+}
+
+/// The winning decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub decision: usize,
+    pub confidence: f32,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// ISO 639-1 codes of the languages whatlang names by ISO 639-3 (rule names may use either).
+fn iso639_1(code3: &str) -> Option<&'static str> {
+    Some(match code3 {
+        "eng" => "en",
+        "spa" => "es",
+        "fra" => "fr",
+        "deu" => "de",
+        "ita" => "it",
+        "por" => "pt",
+        "nld" => "nl",
+        "rus" => "ru",
+        "ukr" => "uk",
+        "pol" => "pl",
+        "ces" => "cs",
+        "swe" => "sv",
+        "dan" => "da",
+        "nob" => "no",
+        "fin" => "fi",
+        "tur" => "tr",
+        "ara" => "ar",
+        "heb" => "he",
+        "hin" => "hi",
+        "ben" => "bn",
+        "cmn" => "zh",
+        "jpn" => "ja",
+        "kor" => "ko",
+        "vie" => "vi",
+        "tha" => "th",
+        "ind" => "id",
+        "ell" => "el",
+        "hun" => "hu",
+        "ron" => "ro",
+        "pes" => "fa",
+        _ => return None,
+    })
+}
+
+/// The detected language (ISO 639-3 and 639-1 when known) and the detector's confidence.
+pub fn detect_language(text: &str) -> Option<(&'static str, Option<&'static str>, f32)> {
+    let info = whatlang::detect(text)?;
+    let code3 = info.lang().code();
+    Some((code3, iso639_1(code3), info.confidence() as f32))
+}
+
+/// Evaluates every signal of the policy once.
+pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Matched {
+    let mut m = BTreeMap::new();
+    for k in &policy.keywords {
+        if let Some(c) = crate::keyword::evaluate(k, input.text) {
+            m.insert((SignalKind::Keyword, k.name.clone()), c);
+        }
+    }
+    if let Some(prompt) = input.embedding {
+        for (e, cands) in policy.embeddings.iter().zip(&vectors.0) {
+            let sims: Vec<f32> = cands.iter().map(|c| dot(prompt, c)).collect();
+            if sims.is_empty() {
+                continue;
+            }
+            let max = sims.iter().copied().fold(f32::MIN, f32::max);
+            let score = match e.aggregation {
+                Aggregation::Max | Aggregation::Any => max,
+                Aggregation::Mean => sims.iter().sum::<f32>() / sims.len() as f32,
+            };
+            if score >= e.threshold {
+                m.insert((SignalKind::Embedding, e.name.clone()), score.clamp(0.0, 1.0));
+            }
+        }
+    }
+    if let Some((label, conf)) = input.domain {
+        let key = |s: &str| s.to_lowercase().replace(['_', '-'], " ");
+        for d in &policy.domains {
+            let hit = if d.mmlu_categories.is_empty() {
+                key(&d.name) == key(label)
+            } else {
+                d.mmlu_categories.iter().any(|c| key(c) == key(label))
+            };
+            if hit {
+                m.insert((SignalKind::Domain, d.name.clone()), conf);
+            }
+        }
+    }
+    if !policy.languages.is_empty() {
+        if let Some((code3, code1, conf)) = detect_language(input.text) {
+            for l in &policy.languages {
+                let t = if l.threshold > 0.0 { l.threshold } else { DEFAULT_LANGUAGE_THRESHOLD };
+                let same = l.name.eq_ignore_ascii_case(code3) || code1.is_some_and(|c| l.name.eq_ignore_ascii_case(c));
+                if same && conf >= t {
+                    m.insert((SignalKind::Language, l.name.clone()), conf);
+                }
+            }
+        }
+    }
+    for c in &policy.contexts {
+        if input.tokens >= c.min_tokens && c.max_tokens.is_none_or(|max| input.tokens <= max) {
+            m.insert((SignalKind::Context, c.name.clone()), 1.0);
+        }
+    }
+    for s in &policy.structures {
+        let hit = match &s.feature {
+            StructureFeature::RegexCount(re) => s.predicate.holds(re.find_iter(input.text).count() as f64),
+            StructureFeature::RegexExists(re) => re.is_match(input.text),
+            StructureFeature::KeywordCount { keywords, case_sensitive } => {
+                let text = if *case_sensitive { input.text.to_string() } else { input.text.to_lowercase() };
+                let n: usize = keywords
+                    .iter()
+                    .map(|k| if *case_sensitive { k.clone() } else { k.to_lowercase() })
+                    .filter(|k| !k.is_empty())
+                    .map(|k| text.matches(k.as_str()).count())
+                    .sum();
+                s.predicate.holds(n as f64)
+            }
+            StructureFeature::TextBytes => s.predicate.holds(input.text.len() as f64),
+        };
+        if hit {
+            m.insert((SignalKind::Structure, s.name.clone()), 1.0);
+        }
+    }
+    if let Some((p, own)) = input.jailbreak {
+        for j in &policy.jailbreaks {
+            if p >= j.threshold.unwrap_or(own) {
+                m.insert((SignalKind::Jailbreak, j.name.clone()), p);
+            }
+        }
+    }
+    for s in &policy.pii {
+        let worst = input
+            .pii
+            .iter()
+            .filter(|(kind, c)| *c >= s.threshold && !s.allowed.iter().any(|a| a == kind))
+            .map(|(_, c)| *c)
+            .fold(None, |a: Option<f32>, c| Some(a.map_or(c, |a| a.max(c))));
+        if let Some(c) = worst {
+            m.insert((SignalKind::Pii, s.name.clone()), c);
+        }
+    }
+    Matched(m)
+}
+
+/// Whether `rule` holds over the matched signals, and its confidence: a signal's own, the mean
+/// over an `AND`, the best matching condition of an `OR`, 1 for a `NOT` that holds.
+pub fn rule(r: &Rule, m: &Matched) -> Option<f32> {
+    match r {
+        Rule::Signal { kind, name } => m.get(*kind, name),
+        Rule::Unsupported { .. } => None,
+        Rule::And(cs) => {
+            let mut sum = 0.0;
+            for c in cs {
+                sum += rule(c, m)?;
+            }
+            Some(if cs.is_empty() { 1.0 } else { sum / cs.len() as f32 })
+        }
+        Rule::Or(cs) => cs.iter().filter_map(|c| rule(c, m)).reduce(f32::max),
+        Rule::Not(cs) => cs.iter().all(|c| rule(c, m).is_none()).then_some(1.0),
+    }
+}
+
+/// The winning decision under the policy's strategy; `None`: no decision matched (the
+/// default model serves).
+pub fn select(policy: &Policy, m: &Matched) -> Option<Selection> {
+    let matched = policy
+        .decisions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d): (usize, &DecisionSpec)| rule(&d.rule, m).map(|c| (i, d.priority, c)));
+    // The first listed wins a full tie: `max_by` keeps the last maximum, so compare reversed
+    // indices last.
+    let best = match policy.strategy {
+        Strategy::Priority => matched.max_by(|a, b| {
+            a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)).then(b.0.cmp(&a.0))
+        }),
+        Strategy::Confidence => matched.max_by(|a, b| {
+            a.2.total_cmp(&b.2).then(a.1.cmp(&b.1)).then(b.0.cmp(&a.0))
+        }),
+    };
+    best.map(|(decision, _, confidence)| Selection { decision, confidence })
+}
+
+/// Signals, then the winner.
+pub fn evaluate(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> (Matched, Option<Selection>) {
+    let m = signals(policy, vectors, input);
+    let s = select(policy, &m);
+    (m, s)
+}
