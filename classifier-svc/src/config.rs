@@ -7,6 +7,11 @@
 //! knows is an error naming its path; a vLLM Semantic Router key this router does not implement
 //! (endpoints, semantic cache, tools, ...) is accepted and listed in [`Config::ignored_keys`].
 //! Invalid values are rejected with the key path.
+//!
+//! A vLLM Semantic Router v0.3 file (`version: v0.3`: providers, routing signals and decisions)
+//! is read by [`route_policy::v03`]; this router's own sections (`server`, `bert_model`,
+//! `batching`, `classifier`, `prompt_guard`, `semantic_cache`, `observability`) may sit next
+//! to its sections. Both formats end up as one [`route_policy::Policy`] in [`Config::policy`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -69,7 +74,21 @@ pub struct Config {
     /// The file this config was read from (watched for changes when serving).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The routing policy (signals → decisions → actions) of either format.
+    #[serde(skip)]
+    pub policy: route_policy::Policy,
+    /// True for a v0.3 file: decisions route, jailbreak and PII are signals (no implicit
+    /// blocking; a decision's fast_response plugin answers instead).
+    #[serde(skip)]
+    pub v03: bool,
 }
+
+/// This router's own sections, read in a v0.3 file next to vLLM Semantic Router's.
+pub const NATIVE_SECTIONS: &[&str] =
+    &["server", "bert_model", "batching", "classifier", "prompt_guard", "semantic_cache", "observability"];
+
+/// The embedding model a v0.3 file uses when it names none (`bert_model.model_id`).
+pub const DEFAULT_EMBEDDING_MODEL: &str = "models/all-MiniLM-L6-v2";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
@@ -349,6 +368,11 @@ pub struct Category {
     pub description: String,
     #[serde(default)]
     pub examples: Vec<String>,
+    /// Classifier labels that count as this category (vLLM Semantic Router's MMLU names);
+    /// empty: the category's own name.
+    #[serde(default)]
+    pub mmlu_categories: Vec<String>,
+    #[serde(default)]
     pub model_scores: Vec<ModelScore>,
     /// Injected into chat requests routed by this category.
     #[serde(default)]
@@ -412,6 +436,22 @@ pub struct ModelScore {
     /// Effort for `reasoning_effort` families (default: `default_reasoning_effort`).
     #[serde(default)]
     pub reasoning_effort: Option<String>,
+    /// Sent as the model name when set (a LoRA adapter of `model`).
+    #[serde(default)]
+    pub lora_name: Option<String>,
+}
+
+impl ModelScore {
+    /// The policy's view of this model score (`score` as the weight).
+    pub fn to_ref(&self) -> route_policy::ModelRef {
+        route_policy::ModelRef {
+            model: self.model.clone(),
+            lora_name: self.lora_name.clone().filter(|l| !l.is_empty()),
+            use_reasoning: self.use_reasoning,
+            reasoning_effort: self.reasoning_effort.clone(),
+            weight: Some(self.score),
+        }
+    }
 }
 
 /// How a category's system prompt is applied.
@@ -498,6 +538,9 @@ impl Config {
 
     fn from_raw(raw: config::Config) -> Result<Self> {
         let tree: serde_json::Value = raw.clone().try_deserialize()?;
+        if route_policy::v03::is_v03(&tree) {
+            return Self::from_v03(tree);
+        }
         let report = crate::schema::check(&tree)?;
         let mut cfg: Config = raw.try_deserialize()?;
         cfg.ignored_keys = report.ignored;
@@ -507,6 +550,96 @@ impl Config {
         }
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A v0.3 file: vSR's sections become the policy; this router's own sections and the
+    /// policy's defaults, domains and model families fill the rest of the config.
+    fn from_v03(tree: serde_json::Value) -> Result<Self> {
+        let serde_json::Value::Object(all) = tree else { bail!("the config file is not a mapping") };
+        let (native, vsr): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
+            all.into_iter().partition(|(k, _)| NATIVE_SECTIONS.contains(&k.as_str()));
+        let policy = route_policy::v03::parse(&serde_json::Value::Object(vsr))?;
+        let mut native = serde_json::Value::Object(native);
+        let report = crate::schema::check(&native)?;
+        let n = native.as_object_mut().expect("an object");
+        n.entry("bert_model").or_insert_with(|| serde_json::json!({ "model_id": DEFAULT_EMBEDDING_MODEL }));
+        n.insert("default_model".into(), policy.default_model.clone().into());
+        n.insert("default_reasoning_effort".into(), serde_json::to_value(&policy.default_reasoning_effort)?);
+        let families: serde_json::Map<_, _> = policy
+            .reasoning_families
+            .iter()
+            .map(|(name, f)| (name.clone(), serde_json::json!({ "type": f.kind, "parameter": f.parameter })))
+            .collect();
+        n.insert("reasoning_families".into(), families.into());
+        // A v0.3 model without a PII policy of its own allows everything: PII is a signal here.
+        let models: serde_json::Map<_, _> = policy
+            .model_families
+            .iter()
+            .map(|(m, f)| (m.clone(), serde_json::json!({ "reasoning_family": f, "pii_policy": { "allow_by_default": true } })))
+            .collect();
+        n.insert("model_config".into(), models.into());
+        let categories: Vec<serde_json::Value> = policy
+            .domains
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.name,
+                    "description": d.description,
+                    "mmlu_categories": d.mmlu_categories,
+                    "model_scores": d.model_scores.iter().map(|m| serde_json::json!({
+                        "model": m.model,
+                        "score": m.weight.unwrap_or(1.0),
+                        "use_reasoning": m.use_reasoning,
+                        "reasoning_effort": m.reasoning_effort,
+                        "lora_name": m.lora_name,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        n.insert("categories".into(), categories.into());
+        let mut cfg: Config = serde_path_to_error::deserialize(&native).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow!("{path}: {}", e.into_inner())
+        })?;
+        cfg.ignored_keys = report.ignored;
+        cfg.ignored_keys.extend(policy.not_implemented.iter().cloned());
+        // Jailbreak signals need the guard to run.
+        if !policy.jailbreaks.is_empty() && native.pointer("/prompt_guard/enabled").is_none() {
+            cfg.prompt_guard.enabled = true;
+        }
+        let device_given = native.pointer("/bert_model/device").is_some();
+        if cfg.bert_model.use_cpu == Some(false) && !device_given {
+            cfg.bert_model.device = Device::Cuda;
+        }
+        cfg.policy = policy;
+        cfg.v03 = true;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The policy of an old-format file: one domain signal and one decision per category.
+    fn legacy_policy(&self) -> route_policy::Policy {
+        let cats: Vec<route_policy::legacy::Category> = self
+            .categories
+            .iter()
+            .map(|c| {
+                let prompt_on = c.system_prompt_enabled.unwrap_or(true) && !c.system_prompt.trim().is_empty();
+                route_policy::legacy::Category {
+                    name: c.name.clone(),
+                    description: c.description.clone(),
+                    mmlu_categories: c.mmlu_categories.clone(),
+                    model_scores: c.model_scores.iter().map(ModelScore::to_ref).collect(),
+                    system_prompt: prompt_on.then(|| route_policy::model::SystemPromptAction {
+                        text: c.system_prompt.clone(),
+                        mode: match c.system_prompt_mode() {
+                            SystemPromptMode::Insert => route_policy::model::SystemPromptMode::Insert,
+                            SystemPromptMode::Replace => route_policy::model::SystemPromptMode::Replace,
+                        },
+                    }),
+                }
+            })
+            .collect();
+        route_policy::legacy::policy(&cats, &self.default_model)
     }
 
     pub fn validate(&mut self) -> Result<()> {
@@ -582,7 +715,7 @@ impl Config {
                 }
             }
         }
-        if self.categories.is_empty() {
+        if self.categories.is_empty() && !self.v03 {
             bail!("categories: at least one category is needed");
         }
         let mut names = HashSet::new();
@@ -599,7 +732,7 @@ impl Config {
                     cat.name
                 ));
             }
-            if cat.model_scores.is_empty() {
+            if cat.model_scores.is_empty() && !self.v03 {
                 bail!("categories[{i}].model_scores ({}): must not be empty", cat.name);
             }
             for (j, ms) in cat.model_scores.iter().enumerate() {
@@ -627,6 +760,9 @@ impl Config {
         }
         if self.prompt_guard.enabled && self.prompt_guard.model_id.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
             self.warnings.push("prompt_guard: enabled without model_id; the guard is not configured".into());
+        }
+        if !self.v03 {
+            self.policy = self.legacy_policy();
         }
         Ok(())
     }

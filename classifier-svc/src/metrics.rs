@@ -22,6 +22,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Decisions by category, selected model and reason.
     pub decisions: IntCounterVec,
+    /// Requests by the policy decision that routed them (`none`: the default model).
+    pub policy_decisions: IntCounterVec,
     /// RPCs by method and gRPC status code.
     pub requests: IntCounterVec,
     /// Time per classification stage (`embed`: queue, tokenization and forward pass;
@@ -112,6 +114,7 @@ impl Metrics {
         let pii_violations = counter("sr_classifier_pii_violations_total", "Requests blocked by a PII policy, by denied type", &["type"]);
         let reasoning = counter("sr_classifier_reasoning_decisions_total", "Decisions with a reasoning setting", &["model", "mode"]);
         let system_prompts = counter("sr_classifier_system_prompt_decisions_total", "Decisions with a system prompt", &["category", "mode"]);
+        let policy_decisions = counter("sr_classifier_policy_decisions_total", "Requests by the policy decision that routed them", &["decision", "model"]);
         let config_reloads = counter("sr_classifier_config_reloads_total", "Config reloads by result", &["result"]);
         let guard_configured =
             IntGauge::new("sr_classifier_guard_configured", "1 when the jailbreak guard has a model").unwrap();
@@ -171,6 +174,7 @@ impl Metrics {
             Box::new(reasoning.clone()),
             Box::new(system_prompts.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(policy_decisions.clone()),
             Box::new(guard_configured.clone()),
         ] {
             registry.register(c).unwrap();
@@ -182,6 +186,7 @@ impl Metrics {
             batch_seconds,
             queue_depth,
             decisions,
+            policy_decisions,
             requests,
             stage_seconds,
             jailbreak_blocks,
@@ -217,6 +222,8 @@ impl Metrics {
         self.decisions
             .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
             .inc();
+        let decision = if d.decision.is_empty() { "none" } else { d.decision.as_str() };
+        self.policy_decisions.with_label_values(&[decision, d.selected_model.as_str()]).inc();
         let seconds = d.processing_micros as f64 / 1e6;
         let category = if d.category.is_empty() { "unknown" } else { d.category.as_str() };
         self.vsr.category_classifications.with_label_values(&[category]).inc();

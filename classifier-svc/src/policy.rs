@@ -14,13 +14,16 @@
 use std::collections::BTreeMap;
 
 use router_proto::v1::{
-    system_prompt, Block, CategoryScore, Decision, GuardVerdict, Header, Reasoning, SystemPrompt,
+    system_prompt, Block, CategoryScore, Decision, GuardVerdict, Header, HeaderMutation, LocalReply, Reasoning,
+    RequestParams, SystemPrompt,
 };
 
 use crate::config::{
     Config, Matching, ModelParams, ModelScore, ReasoningFamily, SystemPromptMode,
     DEFAULT_REASONING_EFFORT, FAMILY_CHAT_TEMPLATE_KWARGS,
 };
+
+pub use router_proto::vocabulary::{HEADER_DECISION, REASON_DECISION, REASON_FAST_RESPONSE, REASON_NO_DECISION};
 
 /// Headers the filter adds upstream and to the response (names as in vLLM Semantic Router).
 /// `x-vsr-selected-reasoning` and `x-vsr-injected-system-prompt` are set by the filter from
@@ -68,6 +71,8 @@ pub struct RoutedCategory {
     pub jailbreak_threshold: Option<f32>,
     /// PII threshold for this category; `None`: detection off for it.
     pub pii_threshold: Option<f32>,
+    /// Classifier labels that count as this category (`mmlu_categories`); empty: its name.
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +88,12 @@ pub struct Router {
     pub guard_threshold: Option<f32>,
     /// Global PII threshold; `None`: detection off (unless a category turns it on).
     pub pii_threshold: Option<f32>,
+    /// Signals → decisions → actions (both config formats).
+    pub policy: route_policy::Policy,
+    /// Unit vectors of the policy's embedding-rule candidates, embedded at load.
+    pub candidates: route_policy::CandidateVectors,
+    /// A v0.3 policy: jailbreak and PII are signals, decisions act on them.
+    pub v03: bool,
 }
 
 /// What the guard and the PII detectors found for one request.
@@ -95,6 +106,10 @@ pub struct Signals {
     /// The category head's (label, probability) pairs; when present they are the category
     /// scores instead of embedding similarity.
     pub category_probabilities: Option<Vec<(String, f32)>>,
+    /// The text keyword, structure and language signals read: the last user message.
+    pub text: String,
+    /// Estimated tokens of the conversation (context signals).
+    pub tokens: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,15 +136,19 @@ fn header(name: &str, value: impl Into<String>) -> Header {
 }
 
 impl Router {
-    /// The texts to embed for each category (see [`crate::config::Category::texts`]).
+    /// The texts to embed: each category's (see [`crate::config::Category::texts`]), then the
+    /// candidate phrases of each embedding rule of the policy.
     pub fn category_texts(config: &Config) -> Vec<Vec<String>> {
-        config.categories.iter().map(|c| c.texts()).collect()
+        let mut t: Vec<Vec<String>> = config.categories.iter().map(|c| c.texts()).collect();
+        t.extend(config.policy.embedding_candidates());
+        t
     }
 
     /// Builds the router from the config and the embeddings of [`Router::category_texts`].
-    pub fn new(config: &Config, embeddings: Vec<Vec<Vec<f32>>>) -> Self {
+    pub fn new(config: &Config, mut embeddings: Vec<Vec<Vec<f32>>>) -> Self {
         let cm = &config.classifier.category_model;
         let global_pii = config.classifier.pii_model.threshold;
+        let candidates = route_policy::CandidateVectors(embeddings.split_off(config.categories.len().min(embeddings.len())));
         let categories = config
             .categories
             .iter()
@@ -149,7 +168,10 @@ impl Router {
                 // Highest score wins; the first listed wins a tie (stable sort).
                 let mut ranked = c.model_scores.clone();
                 ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-                let best = ranked.first().expect("validated: model_scores is not empty");
+                // A v0.3 domain may list no model_scores: its decisions pick the models.
+                let (model, use_reasoning) = ranked
+                    .first()
+                    .map_or((config.default_model.clone(), false), |b| (b.model.clone(), b.use_reasoning));
                 let prompt_on = c.system_prompt_enabled.unwrap_or(true) && !c.system_prompt.trim().is_empty();
                 // As in vLLM Semantic Router: a threshold of 0 turns detection off.
                 let pii_threshold = match c.pii_enabled {
@@ -160,12 +182,13 @@ impl Router {
                 RoutedCategory {
                     name: c.name.clone(),
                     vectors,
-                    model: best.model.clone(),
-                    use_reasoning: best.use_reasoning,
+                    model,
+                    use_reasoning,
                     system_prompt: prompt_on.then(|| (c.system_prompt.clone(), c.system_prompt_mode())),
                     jailbreak_enabled: config.prompt_guard.enabled && c.jailbreak_enabled.unwrap_or(true),
                     jailbreak_threshold: c.jailbreak_threshold,
                     pii_threshold,
+                    labels: c.mmlu_categories.clone(),
                     ranked,
                 }
             })
@@ -184,11 +207,17 @@ impl Router {
             guard_enabled: config.prompt_guard.enabled,
             guard_threshold: config.prompt_guard.threshold,
             pii_threshold: Some(global_pii).filter(|t| *t > 0.0),
+            policy: config.policy.clone(),
+            candidates,
+            v03: config.v03,
         }
     }
 
     /// Whether PII detection runs for any route (the service skips the detectors otherwise).
     pub fn pii_active(&self) -> bool {
+        if self.v03 {
+            return self.policy.uses(route_policy::SignalKind::Pii);
+        }
         self.pii_threshold.is_some() || self.categories.iter().any(|c| c.pii_threshold.is_some())
     }
 
@@ -231,7 +260,12 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let p = probs.iter().find(|(l, _)| key(l) == key(&c.name)).map_or(0.0, |(_, p)| *p);
+                // A category with MMLU names gathers the probabilities of those labels.
+                let p = if c.labels.is_empty() {
+                    probs.iter().find(|(l, _)| key(l) == key(&c.name)).map_or(0.0, |(_, p)| *p)
+                } else {
+                    probs.iter().filter(|(l, _)| c.labels.iter().any(|m| key(m) == key(l))).map(|(_, p)| *p).sum()
+                };
                 (i, p)
             })
             .collect();
@@ -247,16 +281,18 @@ impl Router {
     /// The reasoning setting of `model` in the way its family expects; `None` when the model
     /// has no reasoning family (nothing to switch).
     pub fn reasoning_for(&self, model: &str, score: Option<&ModelScore>) -> Option<Reasoning> {
+        self.reasoning_of(model, score.is_some_and(|s| s.use_reasoning), score.and_then(|s| s.reasoning_effort.as_deref()))
+    }
+
+    /// [`Router::reasoning_for`] from a switch and an optional effort.
+    pub fn reasoning_of(&self, model: &str, enabled: bool, effort: Option<&str>) -> Option<Reasoning> {
         let family = self.models.get(model)?.reasoning_family.as_ref()?;
         let f = self.families.get(family)?;
-        let enabled = score.is_some_and(|s| s.use_reasoning);
         Some(if f.kind == FAMILY_CHAT_TEMPLATE_KWARGS {
             Reasoning { enabled, chat_template_kwarg: f.parameter.clone(), effort: String::new() }
         } else {
             let effort = if enabled {
-                score
-                    .and_then(|s| s.reasoning_effort.clone())
-                    .unwrap_or_else(|| self.default_effort.clone())
+                effort.map(str::to_string).unwrap_or_else(|| self.default_effort.clone())
             } else {
                 String::new()
             };
@@ -266,7 +302,7 @@ impl Router {
 
     /// PII types in `detected` that `model` may not receive (vLLM Semantic Router semantics: a
     /// model absent from `model_config`, or with `allow_by_default`, receives everything).
-    pub fn denied_pii(&self, model: &str, detected: &[&'static str]) -> Vec<&'static str> {
+    pub fn denied_pii<'a>(&self, model: &str, detected: &[&'a str]) -> Vec<&'a str> {
         match self.models.get(model) {
             Some(p) if !p.pii_policy.allow_by_default => detected
                 .iter()
@@ -277,7 +313,8 @@ impl Router {
         }
     }
 
-    /// The full decision: category, guard verdict, PII policy, reasoning and system prompt.
+    /// The full decision: category, the policy's decision over the signals, guard verdict,
+    /// PII policy, reasoning and system prompt.
     pub fn decide_with(&self, prompt: &[f32], signals: &Signals) -> Decision {
         let scores = match &signals.category_probabilities {
             Some(probs) => self.head_scores(probs),
@@ -292,22 +329,74 @@ impl Router {
             ..Default::default()
         };
         let cat = match top {
-            Some((i, s)) if s >= self.threshold => {
-                let c = &self.categories[i];
-                d.selected_model = c.model.clone();
-                d.category = c.name.clone();
-                d.confidence = s.clamp(0.0, 1.0);
-                d.reason = REASON_CATEGORY.into();
-                d.headers.push(header(HEADER_CATEGORY, c.name.clone()));
-                Some(c)
-            }
-            other => {
-                d.selected_model = self.default_model.clone();
-                d.confidence = other.map(|(_, s)| s.clamp(0.0, 1.0)).unwrap_or(0.0);
-                d.reason = REASON_LOW_CONFIDENCE.into();
-                None
-            }
+            Some((i, s)) if s >= self.threshold => Some((&self.categories[i], s.clamp(0.0, 1.0))),
+            _ => None,
         };
+        if let Some((c, _)) = cat {
+            d.category = c.name.clone();
+            d.headers.push(header(HEADER_CATEGORY, c.name.clone()));
+        }
+
+        // The policy: every signal once, then the winning decision.
+        let guard_threshold = |g: &GuardScore| self.guard_threshold.or(g.head_threshold).unwrap_or(DEFAULT_GUARD_THRESHOLD);
+        let input = route_policy::Input {
+            text: &signals.text,
+            tokens: signals.tokens,
+            domain: cat.map(|(c, s)| (c.name.as_str(), s)),
+            embedding: Some(prompt),
+            jailbreak: signals.jailbreak.as_ref().map(|g| (g.probability, guard_threshold(g))),
+            pii: &signals.pii,
+        };
+        let (matched, selection) = route_policy::evaluate(&self.policy, &self.candidates, &input);
+        d.matched_signals = matched.names();
+        let chosen = selection.map(|s| (&self.policy.decisions[s.decision], s.confidence));
+        let mut model_ref: Option<&route_policy::ModelRef> = None;
+        match chosen {
+            Some((spec, confidence)) => {
+                d.decision = spec.name.clone();
+                d.headers.push(header(HEADER_DECISION, spec.name.clone()));
+                model_ref = spec.selected_ref();
+                d.selected_model = model_ref.map_or_else(|| self.default_model.clone(), |m| m.wire_name().to_string());
+                d.confidence = if self.v03 { confidence } else { cat.map_or(confidence, |(_, s)| s) };
+                d.reason = if self.v03 { REASON_DECISION } else { REASON_CATEGORY }.into();
+            }
+            None => {
+                d.selected_model = self.default_model.clone();
+                d.confidence = top.map(|(_, s)| s.clamp(0.0, 1.0)).unwrap_or(0.0);
+                d.reason = if self.v03 && cat.is_some() { REASON_NO_DECISION } else { REASON_LOW_CONFIDENCE }.into();
+            }
+        }
+        // The decision's plugins.
+        let actions = chosen.map(|(spec, _)| &spec.actions);
+        if let Some(a) = actions {
+            if let Some(h) = &a.header_mutation {
+                let pairs = |v: &[(String, String)]| v.iter().map(|(n, v)| header(n, v.clone())).collect();
+                d.header_mutation = Some(HeaderMutation {
+                    add: pairs(&h.add),
+                    set: pairs(&h.update),
+                    remove: h.delete.clone(),
+                });
+            }
+            if let Some(r) = &a.request_params {
+                d.request_params = Some(RequestParams {
+                    blocked_params: r.blocked_params.clone(),
+                    max_tokens: r.max_tokens_limit,
+                    max_n: r.max_n,
+                });
+            }
+            if let Some(message) = &a.fast_response {
+                d.local_reply = Some(LocalReply { message: message.clone() });
+                d.reason = REASON_FAST_RESPONSE.into();
+                d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+                return d;
+            }
+        }
+        // A v0.3 policy treats jailbreak and PII as signals only: decisions act on them.
+        if self.v03 {
+            self.finish(&mut d, model_ref.map(|m| (m.model.as_str(), m)), actions);
+            return d;
+        }
+        let cat = cat.map(|(c, _)| c);
 
         // Jailbreak guard: global switch, then the category's override.
         if let Some(g) = &signals.jailbreak {
@@ -340,34 +429,35 @@ impl Router {
             }
         }
 
-        // PII policy of the selected model; for a category route, the category's other models
+        // PII policy of the selected model; for a category route, the decision's other models
         // and then the default model are tried before blocking.
         let pii_threshold = match cat {
             Some(c) => c.pii_threshold,
             None => self.pii_threshold,
         };
+        let refs: &[route_policy::ModelRef] = chosen.map_or(&[], |(spec, _)| spec.model_refs.as_slice());
         if let Some(t) = pii_threshold {
-            let mut detected: Vec<&'static str> =
+            let mut detected: Vec<&str> =
                 signals.pii.iter().filter(|(_, conf)| *conf >= t).map(|(k, _)| *k).collect();
             detected.sort_unstable();
             detected.dedup();
             if !detected.is_empty() {
                 let denied = self.denied_pii(&d.selected_model, &detected);
                 if !denied.is_empty() {
-                    let alternative = cat.and_then(|c| {
-                        c.ranked
-                            .iter()
-                            .map(|s| s.model.as_str())
-                            .find(|m| self.denied_pii(m, &detected).is_empty())
+                    let alternative = cat.and_then(|_| {
+                        refs.iter()
+                            .find(|m| self.denied_pii(m.wire_name(), &detected).is_empty())
+                            .map(|m| (m.wire_name().to_string(), Some(m)))
                             .or_else(|| {
                                 self.denied_pii(&self.default_model, &detected)
                                     .is_empty()
-                                    .then_some(self.default_model.as_str())
+                                    .then(|| (self.default_model.clone(), None))
                             })
                     });
                     match alternative {
-                        Some(m) => {
-                            d.selected_model = m.to_string();
+                        Some((m, r)) => {
+                            d.selected_model = m;
+                            model_ref = r;
                             d.reason = REASON_PII_ALTERNATIVE.into();
                             d.headers.push(header(HEADER_PII_TYPES, detected.join(",")));
                         }
@@ -395,20 +485,32 @@ impl Router {
 
         // Reasoning and system prompt of the category route (the default route leaves the
         // request's reasoning and system messages to the model's defaults).
-        if let Some(c) = cat {
-            let score = c.ranked.iter().find(|s| s.model == d.selected_model);
-            d.reasoning = self.reasoning_for(&d.selected_model, score);
-            if let Some((text, mode)) = &c.system_prompt {
-                d.system_prompt = Some(SystemPrompt {
-                    text: text.clone(),
-                    mode: match mode {
-                        SystemPromptMode::Insert => system_prompt::Mode::Insert,
-                        SystemPromptMode::Replace => system_prompt::Mode::Replace,
-                    } as i32,
-                });
-            }
+        if cat.is_some() && chosen.is_some() {
+            let selected = d.selected_model.clone();
+            // The default model taken as a PII alternative reasons as if it had no score.
+            let r = model_ref.filter(|m| m.wire_name() == selected);
+            self.finish(&mut d, Some((selected.as_str(), r.unwrap_or(&route_policy::ModelRef::default()))), actions);
+        } else {
+            d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+        }
+        d
+    }
+
+    /// Reasoning and system prompt of the chosen model reference and decision, then the
+    /// selected-model header.
+    fn finish(&self, d: &mut Decision, model: Option<(&str, &route_policy::ModelRef)>, actions: Option<&route_policy::model::Actions>) {
+        if let Some((name, r)) = model {
+            d.reasoning = self.reasoning_of(name, r.use_reasoning, r.reasoning_effort.as_deref());
+        }
+        if let Some(sp) = actions.and_then(|a| a.system_prompt.as_ref()) {
+            d.system_prompt = Some(SystemPrompt {
+                text: sp.text.clone(),
+                mode: match sp.mode {
+                    route_policy::model::SystemPromptMode::Insert => system_prompt::Mode::Insert,
+                    route_policy::model::SystemPromptMode::Replace => system_prompt::Mode::Replace,
+                } as i32,
+            });
         }
         d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
-        d
     }
 }

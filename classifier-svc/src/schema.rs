@@ -62,6 +62,8 @@ pub const KNOWN: &[&str] = &[
     "categories[].model_scores[].score",
     "categories[].model_scores[].use_reasoning",
     "categories[].model_scores[].reasoning_effort",
+    "categories[].model_scores[].lora_name",
+    "categories[].mmlu_categories",
     "categories[].system_prompt",
     "categories[].system_prompt_enabled",
     "categories[].system_prompt_mode",
@@ -130,9 +132,7 @@ pub const IGNORED: &[&str] = &[
     "model_config.*.pricing",
     "model_config.*.loras",
     "model_config.*.use_reasoning",
-    "categories[].mmlu_categories",
     "categories[].model_scores[].reasoning_description",
-    "categories[].model_scores[].lora_name",
 ];
 
 /// What the check found besides errors.

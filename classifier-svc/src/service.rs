@@ -348,6 +348,10 @@ impl Engine {
         stage("embed", s);
 
         let mut signals = Signals::default();
+        // What the policy's text signals read (keyword, structure, language, context size).
+        signals.text = req.text.clone();
+        signals.tokens = route_policy::eval::estimate_tokens(&req.text)
+            + req.context.iter().map(|t| route_policy::eval::estimate_tokens(&t.content)).sum::<u64>();
         match guarded {
             Some(Ok(score)) => signals.jailbreak = Some(score),
             // A broken guard must not take routing down with it; it is logged and counted.
@@ -478,6 +482,7 @@ impl Classifier for ClassifierService {
                 info!(
                     request_id = %req.request_id,
                     category = %d.category,
+                    decision = %d.decision,
                     model = %d.selected_model,
                     confidence = d.confidence,
                     reason = %d.reason,

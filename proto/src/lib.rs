@@ -12,3 +12,16 @@ pub mod v1 {
     pub const CACHE_SERVICE: &str = "semantic_router.v1.SemanticCache";
     pub const STORE_METHOD: &str = "Store";
 }
+
+/// Names shared by the sidecar, the filter and the tests: response and upstream headers (the
+/// vLLM Semantic Router names where it has one) and decision reasons.
+pub mod vocabulary {
+    /// The policy decision that routed the request.
+    pub const HEADER_DECISION: &str = "x-vsr-selected-decision";
+    /// A decision of the policy matched (v0.3 configs).
+    pub const REASON_DECISION: &str = "decision";
+    /// The classifier found a category but no decision matched: the default model.
+    pub const REASON_NO_DECISION: &str = "no_decision_matched";
+    /// The decision's fast_response plugin answered.
+    pub const REASON_FAST_RESPONSE: &str = "fast_response";
+}

@@ -133,11 +133,9 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
     if let Some((label, conf)) = input.domain {
         let key = |s: &str| s.to_lowercase().replace(['_', '-'], " ");
         for d in &policy.domains {
-            let hit = if d.mmlu_categories.is_empty() {
-                key(&d.name) == key(label)
-            } else {
-                d.mmlu_categories.iter().any(|c| key(c) == key(label))
-            };
+            // The label is the domain itself (a classifier trained on these domains, or one that
+            // already gathered the MMLU labels) or one of its MMLU categories.
+            let hit = key(&d.name) == key(label) || d.mmlu_categories.iter().any(|c| key(c) == key(label));
             if hit {
                 m.insert((SignalKind::Domain, d.name.clone()), conf);
             }
