@@ -586,6 +586,7 @@ impl Config {
                     "name": d.name,
                     "description": d.description,
                     "mmlu_categories": d.mmlu_categories,
+                    "examples": d.examples,
                     "model_scores": d.model_scores.iter().map(|m| serde_json::json!({
                         "model": m.model,
                         "score": m.weight.unwrap_or(1.0),

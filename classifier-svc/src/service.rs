@@ -350,8 +350,13 @@ impl Engine {
         let mut signals = Signals::default();
         // What the policy's text signals read (keyword, structure, language, context size).
         signals.text = req.text.clone();
-        signals.tokens = route_policy::eval::estimate_tokens(&req.text)
-            + req.context.iter().map(|t| route_policy::eval::estimate_tokens(&t.content)).sum::<u64>();
+        // The filter sends the conversation's size before it cut the texts to its limit.
+        signals.tokens = if req.conversation_bytes > 0 {
+            req.conversation_bytes.div_ceil(4)
+        } else {
+            route_policy::eval::estimate_tokens(&req.text)
+                + req.context.iter().map(|t| route_policy::eval::estimate_tokens(&t.content)).sum::<u64>()
+        };
         match guarded {
             Some(Ok(score)) => signals.jailbreak = Some(score),
             // A broken guard must not take routing down with it; it is logged and counted.
@@ -483,6 +488,7 @@ impl Classifier for ClassifierService {
                     request_id = %req.request_id,
                     category = %d.category,
                     decision = %d.decision,
+                    signals = %d.matched_signals.join(","),
                     model = %d.selected_model,
                     confidence = d.confidence,
                     reason = %d.reason,

@@ -26,6 +26,7 @@ pub fn policy(categories: &[Category], default_model: &str) -> Policy {
             name: c.name.clone(),
             description: c.description.clone(),
             mmlu_categories: c.mmlu_categories.clone(),
+            examples: Vec::new(),
             model_scores: ranked.clone(),
         });
         p.decisions.push(DecisionSpec {

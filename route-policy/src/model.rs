@@ -101,6 +101,8 @@ pub struct DomainSignal {
     pub description: String,
     /// Classifier labels that count as this domain (empty: the domain's own name).
     pub mmlu_categories: Vec<String>,
+    /// Example prompts for similarity matching (this router's extension of vSR's domains).
+    pub examples: Vec<String>,
     /// Per-domain model preferences, best first (vSR `model_scores`, kept for the legacy path
     /// and for operators; decisions pick models through `modelRefs`).
     pub model_scores: Vec<ModelRef>,

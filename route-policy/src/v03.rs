@@ -209,6 +209,10 @@ pub struct Domain {
     pub mmlu_categories: Vec<String>,
     #[serde(default)]
     pub model_scores: Vec<ModelScore>,
+    /// This router's extension (not a vSR key): example prompts of the domain, matched by
+    /// embedding similarity when no category model is configured.
+    #[serde(default)]
+    pub examples: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -665,6 +669,7 @@ pub fn parse(tree: &Value) -> Result<Policy> {
             name: d.name.clone(),
             description: d.description.clone(),
             mmlu_categories: d.mmlu_categories.clone(),
+            examples: d.examples.clone(),
             model_scores: scores
                 .into_iter()
                 .map(|m| model::ModelRef {

@@ -298,6 +298,7 @@ impl RequestFilter {
                 .iter()
                 .map(|(role, content)| Turn { role: role.clone(), content: prefix(content, limit).to_string() })
                 .collect(),
+            conversation_bytes: (request.text.len() + request.context.iter().map(|(_, c)| c.len()).sum::<usize>()) as u64,
             requested_model: request.model.clone(),
             request_id: self.request.request_id.clone(),
             path: self.request.path.clone(),
