@@ -46,10 +46,10 @@ fn the_example_loads_and_lists_what_it_does_not_implement() {
     let cfg = example();
     assert!(cfg.v03);
     assert_eq!(cfg.default_model, "qwen3-8b");
-    assert_eq!(cfg.policy.decisions.len(), 8);
+    assert_eq!(cfg.policy.decisions.len(), 9);
     assert_eq!(cfg.categories.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["math", "physics", "computer science", "history"]);
     assert!(cfg.prompt_guard.enabled);
-    for key in ["listeners", "global", "routing.decisions[7].plugins[0] (type response_cache)"] {
+    for key in ["listeners", "global", "routing.decisions[8].plugins[0] (type response_cache)"] {
         assert!(cfg.ignored_keys.iter().any(|k| k == key), "{key} not in {:?}", cfg.ignored_keys);
     }
     assert_eq!(cfg.model_config["deepseek-r1-math"].reasoning_family.as_deref(), Some("deepseek"));

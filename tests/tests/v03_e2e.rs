@@ -1,7 +1,8 @@
 //! A vLLM Semantic Router v0.3 policy (`classifier-svc/config/router-v0.3.yaml`, unchanged) in
 //! the real sidecar behind a real Envoy with the filter: keyword, context and domain signals,
 //! a nested AND/OR/NOT decision outranking a plain one, a LoRA name as the model sent, the
-//! decision's system prompt, and the default model when no decision matches.
+//! decision's plugins (system prompt, upstream header changes, request parameter limits, an
+//! answer from Envoy itself), and the default model when no decision matches.
 
 use router_tests::client::HttpClient;
 use router_tests::envoy::{EnvoyConfig, EnvoyProcess};
@@ -44,6 +45,36 @@ async fn v03_decisions_route_through_envoy() {
     let seen: Value = serde_json::from_slice(&secondary_sim.last().unwrap().body).unwrap();
     assert_eq!(seen["messages"][0]["role"], "system");
     assert_eq!(seen["messages"][0]["content"], "Answer every part, briefly and exactly.");
+    // Its header_mutation plugin: added, updated and deleted on the upstream request.
+    let r = client
+        .post(&url, ask("URGENT: what is the integral of x^2 from 0 to 3?"), &[("x-debug-trace", "1"), ("x-route-source", "client")])
+        .await
+        .unwrap();
+    assert_eq!(r.header("x-vsr-selected-decision"), Some("urgent_math"));
+    let upstream = secondary_sim.last().unwrap();
+    assert_eq!(upstream.header("x-route-tier"), Some("priority"));
+    assert_eq!(upstream.header("x-route-source"), Some("semantic-router"));
+    assert_eq!(upstream.header("x-debug-trace"), None);
+
+    // fast_response: Envoy answers as an OpenAI completion (and as a stream); no backend call.
+    let before = primary_sim.count() + secondary_sim.count();
+    let r = client.post(&url, ask("Give me some stock tips for tomorrow"), &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-vsr-selected-decision"), Some("out_of_scope"));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], "This assistant does not give investment or gambling advice.");
+    let streamed = json!({"model": "MoM", "stream": true, "messages": [{"role": "user", "content": "Which stock should I buy?"}]});
+    let r = client.post(&url, streamed.to_string(), &[]).await.unwrap();
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(r.text().contains("does not give investment") && r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+    assert_eq!(primary_sim.count() + secondary_sim.count(), before);
+
+    // request_params: blocked parameters removed, max_tokens capped, on the LoRA the decision names.
+    let body = json!({"model": "MoM", "logprobs": true, "max_tokens": 50000,
+        "messages": [{"role": "user", "content": "I lost my pasword, what now?"}]});
+    let r = client.post(&url, body.to_string(), &[]).await.unwrap();
+    assert_eq!(route(&r), (Some("local_only_pii".into()), "qwen3-8b-private".into()), "{:?}", r.headers);
+    let seen: Value = serde_json::from_slice(&primary_sim.last().unwrap().body).unwrap();
+    assert_eq!((seen.get("logprobs"), seen["max_tokens"].as_u64()), (None, Some(1024)));
 
     // Keyword (bm25) or the computer-science domain → `code`, whose modelRef names a LoRA
     // adapter: that is the model sent.
@@ -65,7 +96,7 @@ async fn v03_decisions_route_through_envoy() {
     let r = client.post(&url, ask("Tell me a joke about the sea."), &[]).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(route(&r), (None, "qwen3-8b".into()), "{:?}", r.headers);
-    assert_eq!(primary_sim.count(), 3);
-    assert_eq!(secondary_sim.count(), 2);
+    assert_eq!(primary_sim.count(), 4);
+    assert_eq!(secondary_sim.count(), 3);
     drop(sidecar);
 }

@@ -6,6 +6,7 @@ use crate::host::{Host, LogLevel};
 use crate::json_edit;
 use crate::metrics::{Counter, FallbackReason};
 use crate::openai::{self, ApiError, Endpoint, PromptRequest};
+use crate::plugins;
 use prost::Message;
 use crate::sse;
 use crate::usage::UsageScanner;
@@ -336,6 +337,19 @@ impl RequestFilter {
             }
             host.log(LogLevel::Warn, "semantic cache hit is not a chat.completion; ignored");
         }
+        if let Some(reply) = decision.local_reply.as_ref().filter(|_| endpoint == Endpoint::ChatCompletions) {
+            // The decision's fast_response plugin: answered here, the backend never sees it.
+            host.count(Counter::FastResponse);
+            self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
+            self.state = State::Done;
+            let created = host.now_nanos() / 1_000_000_000;
+            let (content_type, answer) =
+                plugins::fast_response(&self.request.request_id, created, &decision.selected_model, &reply.message, stream);
+            let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
+            headers.extend(self.decision_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            host.send_local_response(200, &headers, &answer);
+            return Flow::Pause;
+        }
         if let Some(block) = &decision.block {
             host.count(Counter::Blocked);
             self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
@@ -382,7 +396,23 @@ impl RequestFilter {
                 }
             }
         }
+        if let Some(params) = &decision.request_params {
+            if let Some(edited) = plugins::apply_request_params(&body, params) {
+                body = edited;
+            }
+        }
         self.replace_body(host, &body);
+        // The decision's header_mutation plugin; in body route mode the request headers are
+        // already upstream, so there is nothing left to change.
+        if let (Some(m), RouteMode::Header) = (&decision.header_mutation, self.config.route_mode) {
+            let prefix = self.config.header_prefix.clone();
+            for edit in plugins::header_edits(m, |n| host.request_header(n), &self.config.selected_model_header, &prefix) {
+                match edit {
+                    plugins::HeaderEdit::Set(n, v) => host.set_request_header(&n, &v),
+                    plugins::HeaderEdit::Remove(n) => host.remove_request_header(&n),
+                }
+            }
+        }
         self.apply_headers(host);
         Flow::Continue
     }

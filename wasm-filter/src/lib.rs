@@ -10,6 +10,7 @@ pub mod host;
 pub mod json_edit;
 pub mod metrics;
 pub mod openai;
+pub mod plugins;
 pub mod sse;
 pub mod usage;
 

@@ -19,6 +19,8 @@ pub enum Counter {
     CacheHit,
     /// A response was handed to the semantic cache.
     CacheStore,
+    /// Answered by the decision's fast_response plugin.
+    FastResponse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +84,7 @@ impl Counter {
             Self::FailedClosed,
             Self::CacheHit,
             Self::CacheStore,
+            Self::FastResponse,
         ];
         all.extend(FallbackReason::ALL.iter().map(|r| Self::Fallback(*r)));
         all
@@ -96,6 +99,7 @@ impl Counter {
             Self::FailedClosed => "semantic_router.requests.failed_closed".into(),
             Self::CacheHit => "semantic_router.cache.hits".into(),
             Self::CacheStore => "semantic_router.cache.stores".into(),
+            Self::FastResponse => "semantic_router.requests.fast_response".into(),
             Self::Fallback(r) => format!("semantic_router.fallback.{}", r.as_str()),
         }
     }

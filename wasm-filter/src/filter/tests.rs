@@ -846,3 +846,64 @@ mod body_mode {
         assert_no_routing_headers(&host);
     }
 }
+
+#[test]
+fn fast_response_answers_as_the_model_streaming_too() {
+    use router_proto::v1::LocalReply;
+    for stream in [false, true] {
+        let body = format!(r#"{{"model":"MoM","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+        let mut host = RecordingHost::request("/v1/chat/completions", &body);
+        let mut filter = RequestFilter::new(config(""));
+        send(&mut filter, &mut host);
+        host.grpc_reply = Some(reply(Decision {
+            selected_model: "qwen3-8b".into(),
+            decision: "busy".into(),
+            local_reply: Some(LocalReply { message: "Busy; try again later.".into() }),
+            headers: vec![Header { name: "x-vsr-selected-decision".into(), value: "busy".into() }],
+            ..Default::default()
+        }));
+        filter.on_classify_response(&mut host, 7, 0, 1);
+        let (status, headers, answer) = host.local_response.clone().unwrap();
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("x-vsr-selected-decision".into(), "busy".into())), "{headers:?}");
+        assert!(host.counted(Counter::FastResponse));
+        assert_eq!(host.resumed, 0, "the backend never sees it");
+        let text = String::from_utf8(answer).unwrap();
+        if stream {
+            assert!(headers.contains(&("content-type".into(), "text/event-stream".into())));
+            assert!(text.contains("chat.completion.chunk") && text.ends_with("data: [DONE]\n\n"), "{text}");
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(v["choices"][0]["message"]["content"], "Busy; try again later.");
+            assert_eq!(v["model"], "qwen3-8b");
+        }
+    }
+}
+
+#[test]
+fn header_mutation_and_request_params_edit_the_upstream_request() {
+    use router_proto::v1::{HeaderMutation, RequestParams};
+    let body = r#"{"model":"MoM","messages":[{"role":"user","content":"hi"}],"logprobs":true,"max_tokens":9000}"#;
+    let mut host = RecordingHost::request("/v1/chat/completions", body);
+    host.request_headers.push(("x-debug-trace".into(), "1".into()));
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision {
+        selected_model: "m".into(),
+        header_mutation: Some(HeaderMutation {
+            add: vec![Header { name: "x-route-tier".into(), value: "priority".into() }],
+            set: vec![Header { name: "x-selected-model".into(), value: "evil".into() }],
+            remove: vec!["x-debug-trace".into()],
+        }),
+        request_params: Some(RequestParams { blocked_params: vec!["logprobs".into()], max_tokens: Some(1024), max_n: None }),
+        ..Default::default()
+    }));
+    filter.on_classify_response(&mut host, 7, 0, 1);
+    assert_eq!(host.header("x-route-tier"), Some("priority"));
+    assert_eq!(host.header("x-debug-trace"), None);
+    assert_eq!(host.header("x-selected-model"), Some("m"), "a plugin never overrides the route");
+    let v = host.body_json();
+    assert_eq!((v.get("logprobs"), v["max_tokens"].as_u64()), (None, Some(1024)));
+    assert_eq!(v["model"], "m");
+    assert_eq!(host.header("content-length"), Some(host.body.len().to_string().as_str()));
+}
