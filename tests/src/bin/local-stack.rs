@@ -53,11 +53,13 @@ fn parse_backend_url(url: &str) -> Result<(String, u16)> {
 /// Top-level `default_model:` of the routing policy, so fail-open uses the same default.
 fn default_model(config_path: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(config_path).with_context(|| format!("reading {}", config_path.display()))?;
+    // Top level in the categories format; under `providers.defaults` in a v0.3 file (the
+    // first such key either way: comments start with `#`).
     text.lines()
-        .find_map(|l| l.strip_prefix("default_model:"))
+        .find_map(|l| l.trim_start().strip_prefix("default_model:"))
         .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
         .filter(|v| !v.is_empty())
-        .with_context(|| format!("{} has no top-level default_model", config_path.display()))
+        .with_context(|| format!("{} has no default_model", config_path.display()))
 }
 
 /// Relays the sidecar's log lines to our stderr and waits for its SERVING line (models loaded
