@@ -366,6 +366,13 @@ impl Router {
                 d.reason = if self.v03 && cat.is_some() { REASON_NO_DECISION } else { REASON_LOW_CONFIDENCE }.into();
             }
         }
+        if self.v03 {
+            if let Some(g) = &signals.jailbreak {
+                // Reported (debug headers, logs); flagged when a jailbreak signal matched.
+                let flagged = self.policy.jailbreaks.iter().any(|j| matched.get(route_policy::SignalKind::Jailbreak, &j.name).is_some());
+                d.jailbreak = Some(GuardVerdict { flagged, label: g.label.clone(), confidence: g.probability });
+            }
+        }
         // The decision's plugins.
         let actions = chosen.map(|(spec, _)| &spec.actions);
         if let Some(a) = actions {

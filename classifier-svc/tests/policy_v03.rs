@@ -87,6 +87,7 @@ fn decisions_route_by_priority_over_the_signals() {
     assert_eq!(d.local_reply.as_ref().map(|l| l.message.as_str()), Some("I can't help with that request."));
     assert_eq!(d.reason, "fast_response");
     assert!(d.block.is_none(), "no implicit block with a v0.3 policy");
+    assert!(d.jailbreak.as_ref().is_some_and(|j| j.flagged), "the verdict is still reported");
     let d = ask(&r, MATH, "URGENT: what is 2+2", |s| {
         s.jailbreak = Some(GuardScore { label: "jailbreak".into(), probability: 0.4, head_threshold: Some(0.6) })
     });

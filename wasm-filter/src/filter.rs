@@ -322,6 +322,20 @@ impl RequestFilter {
         decision: Decision,
         stream: bool,
     ) -> Flow {
+        if let Some(reply) = decision.local_reply.as_ref().filter(|_| endpoint == Endpoint::ChatCompletions) {
+            // The decision's fast_response plugin: answered here, the backend never sees it;
+            // it wins over a cache hit (the operator's answer for this decision is fixed).
+            host.count(Counter::FastResponse);
+            self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
+            self.state = State::Done;
+            let created = host.now_nanos() / 1_000_000_000;
+            let (content_type, answer) =
+                plugins::fast_response(&self.request.request_id, created, &decision.selected_model, &reply.message, stream);
+            let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
+            headers.extend(self.decision_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            host.send_local_response(200, &headers, &answer);
+            return Flow::Pause;
+        }
         if let Some(hit) = &decision.cache_hit {
             let answer = if stream { sse::completion_to_sse(&hit.body) } else { Some(hit.body.clone()) };
             if let Some(answer) = answer {
@@ -336,19 +350,6 @@ impl RequestFilter {
                 return Flow::Pause;
             }
             host.log(LogLevel::Warn, "semantic cache hit is not a chat.completion; ignored");
-        }
-        if let Some(reply) = decision.local_reply.as_ref().filter(|_| endpoint == Endpoint::ChatCompletions) {
-            // The decision's fast_response plugin: answered here, the backend never sees it.
-            host.count(Counter::FastResponse);
-            self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
-            self.state = State::Done;
-            let created = host.now_nanos() / 1_000_000_000;
-            let (content_type, answer) =
-                plugins::fast_response(&self.request.request_id, created, &decision.selected_model, &reply.message, stream);
-            let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
-            headers.extend(self.decision_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-            host.send_local_response(200, &headers, &answer);
-            return Flow::Pause;
         }
         if let Some(block) = &decision.block {
             host.count(Counter::Blocked);
