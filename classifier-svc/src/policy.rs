@@ -28,13 +28,10 @@ pub use router_proto::vocabulary::{HEADER_DECISION, REASON_DECISION, REASON_FAST
 /// Headers the filter adds upstream and to the response (names as in vLLM Semantic Router).
 /// `x-vsr-selected-reasoning` and `x-vsr-injected-system-prompt` are set by the filter from
 /// the decision's `reasoning` and `system_prompt`, never here.
-pub const HEADER_CATEGORY: &str = "x-vsr-selected-category";
-pub const HEADER_MODEL: &str = "x-vsr-selected-model";
-pub const HEADER_JAILBREAK_BLOCKED: &str = "x-vsr-jailbreak-blocked";
-pub const HEADER_JAILBREAK_TYPE: &str = "x-vsr-jailbreak-type";
-pub const HEADER_JAILBREAK_CONFIDENCE: &str = "x-vsr-jailbreak-confidence";
-pub const HEADER_PII_VIOLATION: &str = "x-vsr-pii-violation";
-pub const HEADER_PII_TYPES: &str = "x-vsr-pii-types";
+pub use router_proto::vocabulary::{
+    HEADER_CATEGORY, HEADER_JAILBREAK_BLOCKED, HEADER_JAILBREAK_CONFIDENCE, HEADER_JAILBREAK_TYPE, HEADER_MODEL,
+    HEADER_PII_TYPES, HEADER_PII_VIOLATION,
+};
 
 pub const REASON_CATEGORY: &str = "category";
 /// No category reached the threshold: the default model, and the response says so
@@ -353,8 +350,8 @@ impl Router {
         let mut model_ref: Option<&route_policy::ModelRef> = None;
         match chosen {
             Some((spec, confidence)) => {
+                // Typed: the filter renders x-vsr-selected-decision from it.
                 d.decision = spec.name.clone();
-                d.headers.push(header(HEADER_DECISION, spec.name.clone()));
                 model_ref = spec.selected_ref();
                 d.selected_model = model_ref.map_or_else(|| self.default_model.clone(), |m| m.wire_name().to_string());
                 d.confidence = if self.v03 { confidence } else { cat.map_or(confidence, |(_, s)| s) };

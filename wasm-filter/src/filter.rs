@@ -7,6 +7,7 @@ use crate::json_edit;
 use crate::metrics::{Counter, FallbackReason};
 use crate::openai::{self, ApiError, Endpoint, PromptRequest};
 use crate::plugins;
+use router_proto::vocabulary::suffix;
 use prost::Message;
 use crate::sse;
 use crate::usage::UsageScanner;
@@ -94,11 +95,11 @@ impl RequestFilter {
         // A client must never pick its own route by header; it may only opt out of the cache.
         for (name, value) in host.request_headers() {
             let on = matches!(value.trim(), "true" | "1");
-            if name.eq_ignore_ascii_case(&self.config.header("skip-cache")) {
+            if name.eq_ignore_ascii_case(&self.config.header(suffix::SKIP_CACHE)) {
                 self.skip_cache |= on;
-            } else if name.eq_ignore_ascii_case(&self.config.header("skip-processing")) {
+            } else if name.eq_ignore_ascii_case(&self.config.header(suffix::SKIP_PROCESSING)) {
                 self.skip_processing |= on && self.config.allow_skip_processing;
-            } else if name.eq_ignore_ascii_case(&self.config.header("debug")) {
+            } else if name.eq_ignore_ascii_case(&self.config.header(suffix::DEBUG)) {
                 self.debug |= on && self.config.allow_debug;
             }
             if self.config.is_reserved_header(&name) {
@@ -168,8 +169,8 @@ impl RequestFilter {
             let model = self.config.default_model.clone();
             self.decision_headers = vec![
                 (self.config.selected_model_header.clone(), header_value(&model)),
-                (self.config.header("selected-model"), header_value(&model)),
-                (self.config.header("skipped"), "true".into()),
+                (self.config.header(suffix::SELECTED_MODEL), header_value(&model)),
+                (self.config.header(suffix::SKIPPED), "true".into()),
             ];
             self.replace_body(host, &with_model(&body, &model));
             self.apply_headers(host);
@@ -341,7 +342,7 @@ impl RequestFilter {
             if let Some(answer) = answer {
                 host.count(Counter::CacheHit);
                 self.decision_headers = self.decision_header_values(&decision, &decision.selected_model);
-                self.decision_headers.push((self.config.header("cache-hit"), "true".into()));
+                self.decision_headers.push((self.config.header(suffix::CACHE_HIT), "true".into()));
                 self.state = State::Done;
                 let content_type = if stream { "text/event-stream" } else { "application/json" };
                 let mut headers: Vec<(&str, &str)> = vec![("content-type", content_type)];
@@ -387,13 +388,13 @@ impl RequestFilter {
                     ReasoningOutcome::NotApplicable => None,
                 };
                 if let Some(value) = value {
-                    self.decision_headers.push((self.config.header("selected-reasoning"), value.into()));
+                    self.decision_headers.push((self.config.header(suffix::SELECTED_REASONING), value.into()));
                 }
             }
             if let Some(prompt) = decision.system_prompt.as_ref().filter(|p| !p.text.is_empty()) {
                 if let Some(edited) = body_mutations::apply_system_prompt(&body, prompt) {
                     body = edited;
-                    self.decision_headers.push((self.config.header("injected-system-prompt"), "true".into()));
+                    self.decision_headers.push((self.config.header(suffix::INJECTED_SYSTEM_PROMPT), "true".into()));
                 }
             }
         }
@@ -422,20 +423,23 @@ impl RequestFilter {
         let c = &self.config;
         let mut headers = vec![
             (c.selected_model_header.clone(), header_value(model)),
-            (c.header("selected-model"), header_value(model)),
-            (c.header("selected-category"), header_value(&decision.category)),
-            (c.header("confidence"), format!("{:.4}", decision.confidence)),
+            (c.header(suffix::SELECTED_MODEL), header_value(model)),
+            (c.header(suffix::SELECTED_CATEGORY), header_value(&decision.category)),
+            (c.header(suffix::CONFIDENCE), format!("{:.4}", decision.confidence)),
         ];
         if !decision.reason.is_empty() {
-            headers.push((c.header("selected-reason"), header_value(&decision.reason)));
+            headers.push((c.header(suffix::SELECTED_REASON), header_value(&decision.reason)));
+        }
+        if !decision.decision.is_empty() {
+            headers.push((c.header(suffix::SELECTED_DECISION), header_value(&decision.decision)));
         }
         if self.debug {
             let scores: Vec<String> =
                 decision.scores.iter().take(5).map(|s| format!("{}={:.3}", s.category, s.score)).collect();
-            headers.push((c.header("debug-scores"), header_value(&scores.join(","))));
-            headers.push((c.header("debug-processing-us"), decision.processing_micros.to_string()));
+            headers.push((c.header(suffix::DEBUG_SCORES), header_value(&scores.join(","))));
+            headers.push((c.header(suffix::DEBUG_PROCESSING_US), decision.processing_micros.to_string()));
             if let Some(j) = &decision.jailbreak {
-                headers.push((c.header("debug-jailbreak"), format!("{}={:.3}", header_value(&j.label), j.confidence)));
+                headers.push((c.header(suffix::DEBUG_JAILBREAK), format!("{}={:.3}", header_value(&j.label), j.confidence)));
             }
         }
         for h in &decision.headers {
@@ -457,8 +461,8 @@ impl RequestFilter {
         let model = self.config.default_model.clone();
         self.decision_headers = vec![
             (self.config.selected_model_header.clone(), header_value(&model)),
-            (self.config.header("selected-model"), header_value(&model)),
-            (self.config.header("fallback"), reason.as_str().to_string()),
+            (self.config.header(suffix::SELECTED_MODEL), header_value(&model)),
+            (self.config.header(suffix::FALLBACK), reason.as_str().to_string()),
         ];
         self.replace_body(host, &with_model(&body, &model));
         self.apply_headers(host);

@@ -859,13 +859,12 @@ fn fast_response_answers_as_the_model_streaming_too() {
             selected_model: "qwen3-8b".into(),
             decision: "busy".into(),
             local_reply: Some(LocalReply { message: "Busy; try again later.".into() }),
-            headers: vec![Header { name: "x-vsr-selected-decision".into(), value: "busy".into() }],
             ..Default::default()
         }));
         filter.on_classify_response(&mut host, 7, 0, 1);
         let (status, headers, answer) = host.local_response.clone().unwrap();
         assert_eq!(status, 200);
-        assert!(headers.contains(&("x-vsr-selected-decision".into(), "busy".into())), "{headers:?}");
+        assert!(headers.contains(&("x-vsr-selected-decision".into(), "busy".into())), "rendered from the typed field: {headers:?}");
         assert!(host.counted(Counter::FastResponse));
         assert_eq!(host.resumed, 0, "the backend never sees it");
         let text = String::from_utf8(answer).unwrap();
