@@ -162,3 +162,54 @@ fn the_old_format_reports_its_category_as_the_decision() {
     let d = r.decide(&vec_of(math));
     assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason.as_str()), ("math", "deepseek-r1-math", "category"));
 }
+
+/// The engine (the tiny BERT fixture) reloads an old-format file into a v0.3 one: the new
+/// policy's keyword and embedding rules route, and a bad v0.3 edit keeps the policy in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_switches_formats_and_keeps_serving_on_a_bad_v03_file() {
+    use std::sync::Arc;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bert-seq");
+    let dir = std::env::temp_dir().join(format!("sr-v03-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("router.yaml");
+    let old = format!(
+        "bert_model: {{ model_id: {} }}\ndefault_model: old-default\nclassifier: {{ category_model: {{ threshold: 0.999 }} }}\ncategories:\n  - {{ name: one, description: unrelated, model_scores: [{{ model: m1, score: 1.0 }}] }}\n",
+        fixture.display()
+    );
+    std::fs::write(&path, &old).unwrap();
+    let cfg = Config::load(&path).unwrap();
+    let metrics = Arc::new(classifier_svc::metrics::Metrics::new());
+    let engine = tokio::task::spawn_blocking(move || classifier_svc::Engine::build(&cfg, metrics)).await.unwrap().unwrap();
+    let ask = |text: &str| router_proto::v1::ClassifyRequest { text: text.into(), request_id: "r".into(), ..Default::default() };
+    assert_eq!(engine.classify(&ask("urgent please")).await.unwrap().selected_model, "old-default");
+
+    let v03 = format!(
+        r#"version: v0.3
+bert_model: {{ model_id: {} }}
+providers: {{ defaults: {{ default_model: new-default }} }}
+routing:
+  signals:
+    keywords: [{{ name: urgent, keywords: [urgent] }}]
+    embeddings: [{{ name: same_text, threshold: 0.99, candidates: ["the exact phrase"] }}]
+  decisions:
+    - {{ name: fast, priority: 2, rules: {{ type: keyword, name: urgent }}, modelRefs: [{{ model: quick }}] }}
+    - {{ name: echo, priority: 1, rules: {{ type: embedding, name: same_text }}, modelRefs: [{{ model: echo-model }}] }}
+"#,
+        fixture.display()
+    );
+    std::fs::write(&path, &v03).unwrap();
+    classifier_svc::reload::reload_once(&path, &engine).await.unwrap();
+    let d = engine.classify(&ask("urgent please")).await.unwrap();
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str()), ("fast", "quick"));
+    // The candidate was embedded by the reload: the same text is similarity 1.
+    let d = engine.classify(&ask("the exact phrase")).await.unwrap();
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str()), ("echo", "echo-model"));
+    assert_eq!(engine.classify(&ask("nothing")).await.unwrap().selected_model, "new-default");
+
+    std::fs::write(&path, v03.replace("modelRefs: [{ model: quick }]", "modelRefs: [{ modle: quick }]")).unwrap();
+    let e = format!("{:#}", classifier_svc::reload::reload_once(&path, &engine).await.unwrap_err());
+    assert!(e.contains("routing.decisions[0].modelRefs[0]") && e.contains("modle"), "{e}");
+    assert_eq!(engine.classify(&ask("urgent please")).await.unwrap().selected_model, "quick", "the policy in force keeps serving");
+    let _ = std::fs::remove_dir_all(&dir);
+}
