@@ -313,6 +313,16 @@ impl Router {
     /// The full decision: category, the policy's decision over the signals, guard verdict,
     /// PII policy, reasoning and system prompt.
     pub fn decide_with(&self, prompt: &[f32], signals: &Signals) -> Decision {
+        self.decide_timed(prompt, signals, &mut |_, _| {})
+    }
+
+    /// [`Router::decide_with`], reporting the time each signal family of the policy took.
+    pub fn decide_timed(
+        &self,
+        prompt: &[f32],
+        signals: &Signals,
+        timed: &mut dyn FnMut(route_policy::SignalKind, std::time::Duration),
+    ) -> Decision {
         let scores = match &signals.category_probabilities {
             Some(probs) => self.head_scores(probs),
             None => self.scores(prompt),
@@ -344,7 +354,7 @@ impl Router {
             jailbreak: signals.jailbreak.as_ref().map(|g| (g.probability, guard_threshold(g))),
             pii: &signals.pii,
         };
-        let (matched, selection) = route_policy::evaluate(&self.policy, &self.candidates, &input);
+        let (matched, selection) = route_policy::eval::evaluate_timed(&self.policy, &self.candidates, &input, timed);
         d.matched_signals = matched.names();
         let chosen = selection.map(|s| (&self.policy.decisions[s.decision], s.confidence));
         let mut model_ref: Option<&route_policy::ModelRef> = None;

@@ -415,7 +415,10 @@ impl Engine {
                 Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "category head failed; using similarity"),
             }
         }
-        let mut d = router.decide_with(&prompt, &signals);
+        // Per signal family: `signal_<family>` stages (the model passes are their own stages).
+        let mut d = router.decide_timed(&prompt, &signals, &mut |kind, took| {
+            self.metrics.stage_seconds.with_label_values(&[&format!("signal_{}", kind.as_str())]).observe(took.as_secs_f64());
+        });
         stage("policy", s);
         let config = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();
         self.cache.apply(req, &prompt, &mut d, &config);

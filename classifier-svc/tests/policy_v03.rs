@@ -180,7 +180,8 @@ async fn hot_reload_switches_formats_and_keeps_serving_on_a_bad_v03_file() {
     std::fs::write(&path, &old).unwrap();
     let cfg = Config::load(&path).unwrap();
     let metrics = Arc::new(classifier_svc::metrics::Metrics::new());
-    let engine = tokio::task::spawn_blocking(move || classifier_svc::Engine::build(&cfg, metrics)).await.unwrap().unwrap();
+    let m = metrics.clone();
+    let engine = tokio::task::spawn_blocking(move || classifier_svc::Engine::build(&cfg, m)).await.unwrap().unwrap();
     let ask = |text: &str| router_proto::v1::ClassifyRequest { text: text.into(), request_id: "r".into(), ..Default::default() };
     assert_eq!(engine.classify(&ask("urgent please")).await.unwrap().selected_model, "old-default");
 
@@ -206,6 +207,11 @@ routing:
     let d = engine.classify(&ask("the exact phrase")).await.unwrap();
     assert_eq!((d.decision.as_str(), d.selected_model.as_str()), ("echo", "echo-model"));
     assert_eq!(engine.classify(&ask("nothing")).await.unwrap().selected_model, "new-default");
+    let text = metrics.render();
+    for family in ["keyword", "embedding"] {
+        assert!(text.contains(&format!(r#"sr_classifier_stage_duration_seconds_count{{stage="signal_{family}"}} 3"#)), "{family}: {text}");
+    }
+    assert!(!text.contains(r#"stage="signal_language""#), "families the policy does not use are not timed");
 
     std::fs::write(&path, v03.replace("modelRefs: [{ model: quick }]", "modelRefs: [{ modle: quick }]")).unwrap();
     let e = format!("{:#}", classifier_svc::reload::reload_once(&path, &engine).await.unwrap_err());

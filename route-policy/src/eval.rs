@@ -108,12 +108,30 @@ pub fn detect_language(text: &str) -> Option<(&'static str, Option<&'static str>
 
 /// Evaluates every signal of the policy once.
 pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Matched {
+    signals_timed(policy, vectors, input, &mut |_, _| {})
+}
+
+/// [`signals`], reporting the time each signal family took (families the policy uses only).
+pub fn signals_timed(
+    policy: &Policy,
+    vectors: &CandidateVectors,
+    input: &Input,
+    timed: &mut dyn FnMut(SignalKind, std::time::Duration),
+) -> Matched {
     let mut m = BTreeMap::new();
+    let mut t = std::time::Instant::now();
+    let mut lap = |kind: SignalKind, t: &mut std::time::Instant| {
+        if policy.uses(kind) {
+            timed(kind, t.elapsed());
+        }
+        *t = std::time::Instant::now();
+    };
     for k in &policy.keywords {
         if let Some(c) = crate::keyword::evaluate(k, input.text) {
             m.insert((SignalKind::Keyword, k.name.clone()), c);
         }
     }
+    lap(SignalKind::Keyword, &mut t);
     if let Some(prompt) = input.embedding {
         for (e, cands) in policy.embeddings.iter().zip(&vectors.0) {
             let sims: Vec<f32> = cands.iter().map(|c| dot(prompt, c)).collect();
@@ -130,6 +148,7 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             }
         }
     }
+    lap(SignalKind::Embedding, &mut t);
     if let Some((label, conf)) = input.domain {
         let key = |s: &str| s.to_lowercase().replace(['_', '-'], " ");
         for d in &policy.domains {
@@ -141,6 +160,7 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             }
         }
     }
+    lap(SignalKind::Domain, &mut t);
     if !policy.languages.is_empty() {
         if let Some((code3, code1, conf)) = detect_language(input.text) {
             for l in &policy.languages {
@@ -152,11 +172,13 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             }
         }
     }
+    lap(SignalKind::Language, &mut t);
     for c in &policy.contexts {
         if input.tokens >= c.min_tokens && c.max_tokens.is_none_or(|max| input.tokens <= max) {
             m.insert((SignalKind::Context, c.name.clone()), 1.0);
         }
     }
+    lap(SignalKind::Context, &mut t);
     for s in &policy.structures {
         let hit = match &s.feature {
             StructureFeature::RegexCount(re) => s.predicate.holds(re.find_iter(input.text).count() as f64),
@@ -177,6 +199,7 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             m.insert((SignalKind::Structure, s.name.clone()), 1.0);
         }
     }
+    lap(SignalKind::Structure, &mut t);
     if let Some((p, own)) = input.jailbreak {
         for j in &policy.jailbreaks {
             if p >= j.threshold.unwrap_or(own) {
@@ -184,6 +207,7 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             }
         }
     }
+    lap(SignalKind::Jailbreak, &mut t);
     for s in &policy.pii {
         let worst = input
             .pii
@@ -195,6 +219,7 @@ pub fn signals(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> Ma
             m.insert((SignalKind::Pii, s.name.clone()), c);
         }
     }
+    lap(SignalKind::Pii, &mut t);
     Matched(m)
 }
 
@@ -240,6 +265,18 @@ pub fn select(policy: &Policy, m: &Matched) -> Option<Selection> {
 /// Signals, then the winner.
 pub fn evaluate(policy: &Policy, vectors: &CandidateVectors, input: &Input) -> (Matched, Option<Selection>) {
     let m = signals(policy, vectors, input);
+    let s = select(policy, &m);
+    (m, s)
+}
+
+/// [`evaluate`], reporting each signal family's time (see [`signals_timed`]).
+pub fn evaluate_timed(
+    policy: &Policy,
+    vectors: &CandidateVectors,
+    input: &Input,
+    timed: &mut dyn FnMut(SignalKind, std::time::Duration),
+) -> (Matched, Option<Selection>) {
+    let m = signals_timed(policy, vectors, input, timed);
     let s = select(policy, &m);
     (m, s)
 }

@@ -342,3 +342,18 @@ fn the_old_format_becomes_one_domain_decision_per_category() {
     assert_eq!(d.selected_ref().unwrap().model, "big", "highest score, first listed on ties");
     assert_eq!(route(&p, &Input { text: "x", domain: None, ..Default::default() }), None);
 }
+
+#[test]
+fn every_family_the_policy_uses_is_timed_once() {
+    let p = policy();
+    let mut seen = Vec::new();
+    eval::evaluate_timed(&p, &CandidateVectors::default(), &Input { text: "hello", ..Default::default() }, &mut |k, _| seen.push(k));
+    assert_eq!(
+        seen,
+        [SignalKind::Keyword, SignalKind::Embedding, SignalKind::Domain, SignalKind::Language, SignalKind::Context, SignalKind::Structure, SignalKind::Jailbreak, SignalKind::Pii]
+    );
+    let only_keywords = Policy { keywords: p.keywords.clone(), ..Default::default() };
+    seen.clear();
+    eval::evaluate_timed(&only_keywords, &CandidateVectors::default(), &Input { text: "hello", ..Default::default() }, &mut |k, _| seen.push(k));
+    assert_eq!(seen, [SignalKind::Keyword]);
+}
