@@ -108,7 +108,7 @@ build: build-wasm
     cargo build --release -p router-tests --bins
 
 # Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, NVIDIA Dynamo (or BACKEND_URL=http://host:port).
-run: setup build heads
+run: setup build heads category-model
     ./target/release/local-stack
 
 # Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
@@ -227,7 +227,7 @@ train: data
 
 # Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md, eval.json
 # and the confusion-matrix plots (matplotlib in the project venv).
-eval: train
+eval: train category-model
     cargo run --release -p router-train -- eval
     [ -x "{{venv}}/bin/python" ] || python3 -m venv "{{venv}}"
     "{{venv}}/bin/python" -c "import matplotlib" 2>/dev/null || "{{venv}}/bin/pip" install -q matplotlib
@@ -246,12 +246,27 @@ heads:
         just train
     fi
 
+# The category model the router serves by default (classifier.category_model.model_id):
+# MiniLM with its top 2 layers and a classifier fine-tuned on the CPU over the frozen lower 4
+# layers' outputs (computed once), calibrated on held-out chat prompts. First run only (about
+# 15 minutes on 2 cores, progress on stderr); later runs reuse models/category-model/. On a GPU
+# the whole encoder can be fine-tuned instead: `router-train finetune-category --device cuda`.
+# The fine-tuned category model (CPU, first run only).
+category-model: data
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f models/category-model/config.json ]; then
+        echo "category-model: models/category-model present"
+    else
+        cargo run --release -p router-train -- finetune-category --train-layers 2 --lr 2e-4 --epochs 2
+    fi
+
 # The sidecar with the CUDA backend (needs a CUDA 13 toolkit at run time; builds for minutes).
 build-cuda:
     CARGO_TARGET_DIR=target/cuda cargo build --release -p classifier-svc --features cuda
 
 # The local stack with the classifier on the GPU.
-run-gpu: setup build build-cuda heads
+run-gpu: setup build build-cuda heads category-model
     CLASSIFIER_BIN=target/cuda/release/classifier-svc CLASSIFIER_ARGS="--device cuda" ./target/release/local-stack
 
 # Container images (classifier CPU/CUDA, Wasm OCI image, extension server); needs a Docker engine

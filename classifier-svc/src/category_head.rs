@@ -116,6 +116,41 @@ pub fn context_text<'a>(turns: impl DoubleEndedIterator<Item = &'a str>) -> Stri
     turns.rev().filter(|c| !c.trim().is_empty()).collect::<Vec<_>>().join("\n")
 }
 
+/// What `router-train` fitted on held-out chat-style prompts for a fine-tuned sequence
+/// classifier, from `calibration` in its `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    /// The logits are divided by it before the softmax (1 when absent).
+    pub temperature: f32,
+    /// A guard's own threshold on P(jailbreak), when one was chosen.
+    pub threshold: Option<f32>,
+}
+
+pub fn calibration_of(dir: &Path) -> Result<Calibration> {
+    let text = std::fs::read_to_string(dir.join("config.json")).with_context(|| format!("cannot read {}/config.json", dir.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}/config.json", dir.display()))?;
+    let c = &config["calibration"];
+    let temperature = match c["temperature"].as_f64() {
+        None => 1.0,
+        Some(t) if t.is_finite() && t > 0.0 => t as f32,
+        Some(t) => bail!("{}/config.json: calibration.temperature {t} is not a positive number", dir.display()),
+    };
+    let threshold = match c["threshold"].as_f64() {
+        None => None,
+        Some(t) if (0.0..=1.0).contains(&t) => Some(t as f32),
+        Some(t) => bail!("{}/config.json: calibration.threshold {t} is not a probability", dir.display()),
+    };
+    Ok(Calibration { temperature, threshold })
+}
+
+/// The category distribution of a fine-tuned sequence classifier's calibrated probabilities
+/// for the last message and, when sent, for the earlier turns ([`mix_with_context`]): the same
+/// rule as the head's.
+pub fn categorize_probabilities(labels: &[String], text: &[f32], context: Option<&[f32]>) -> Vec<(String, f32)> {
+    let named = |p: &[f32]| labels.iter().cloned().zip(p.iter().copied()).collect::<Vec<_>>();
+    mix_with_context(&named(text), context.map(named).as_deref())
+}
+
 /// Whether `dir` holds a full sequence-classification checkpoint (its `config.json` names an
 /// `*ForSequenceClassification` architecture) rather than a head.
 pub fn is_sequence_classifier(dir: &Path) -> bool {
@@ -170,6 +205,26 @@ mod tests {
         let topical = dist(&[("history", 0.02), ("math", 0.96), (NO_TOPIC, 0.02)]);
         let p = mix_with_context(&topical, Some(&earlier));
         assert!(p[1].1 > 0.96 && p[0].1 < 0.05, "{p:?}");
+    }
+
+    #[test]
+    fn a_fine_tuned_checkpoint_carries_its_calibration() {
+        let dir = std::env::temp_dir().join(format!("category-head-calibration-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |c: &str| std::fs::write(dir.join("config.json"), format!(r#"{{"architectures": ["BertForSequenceClassification"]{c}}}"#)).unwrap();
+        write("");
+        assert_eq!(calibration_of(&dir).unwrap(), Calibration { temperature: 1.0, threshold: None });
+        write(r#", "calibration": {"temperature": 0.8, "threshold": 0.9}"#);
+        assert_eq!(calibration_of(&dir).unwrap(), Calibration { temperature: 0.8, threshold: Some(0.9) });
+        write(r#", "calibration": {"temperature": -1}"#);
+        assert!(format!("{:#}", calibration_of(&dir).unwrap_err()).contains("calibration.temperature"));
+        write(r#", "calibration": {"threshold": 1.5}"#);
+        assert!(format!("{:#}", calibration_of(&dir).unwrap_err()).contains("calibration.threshold"));
+        std::fs::remove_dir_all(&dir).ok();
+        // A sequence classifier's probabilities follow the head's context rule.
+        let labels: Vec<String> = ["history", "math", NO_TOPIC].iter().map(|s| s.to_string()).collect();
+        let p = categorize_probabilities(&labels, &[0.05, 0.05, 0.9], Some(&[0.8, 0.1, 0.1]));
+        assert_eq!(p, mix_with_context(&dist(&[("history", 0.05), ("math", 0.05), (NO_TOPIC, 0.9)]), Some(&dist(&[("history", 0.8), ("math", 0.1), (NO_TOPIC, 0.1)]))));
     }
 
     #[test]

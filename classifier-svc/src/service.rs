@@ -34,7 +34,12 @@ pub const MAX_EMBED_TEXTS: usize = 256;
 
 /// A fine-tuned sequence classifier on its own batching worker (text → class probabilities)
 /// and its labels by class index.
-pub type SequenceClassifier = (Batcher<Vec<f32>>, Vec<String>);
+pub struct SequenceClassifier {
+    pub batcher: Batcher<Vec<f32>>,
+    pub labels: Vec<String>,
+    /// A guard's own threshold, chosen when it was trained (`calibration.threshold`).
+    pub threshold: Option<f32>,
+}
 
 /// Loaded model behind the batcher, the routing policy (swapped whole on a config reload)
 /// and the jailbreak guard.
@@ -149,7 +154,7 @@ impl Engine {
             &settings,
             &batch_buckets,
         )?;
-        if let Some((_, labels)) = &guard_model {
+        if let Some(SequenceClassifier { labels, .. }) = &guard_model {
             crate::guard::positive_labels(labels, None).context("prompt_guard.model_id")?;
         }
         metrics.guard_configured.set((guard.is_some() || guard_model.is_some()) as i64);
@@ -215,13 +220,14 @@ impl Engine {
             crate::gpu::warm_up_with(batch_buckets, &config.server.warmup_seq_lens, |texts| model.classify(texts).map(|_| ()))?;
         }
         let labels = model.labels.clone();
-        info!(model = %dir.display(), key, labels = ?labels, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded");
+        let crate::category_head::Calibration { temperature, threshold } = crate::category_head::calibration_of(dir).with_context(|| key.to_string())?;
+        info!(model = %dir.display(), key, labels = ?labels, temperature, threshold, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded");
         let buckets = batch_buckets.to_vec();
         let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
             let logits = crate::gpu::run_bucketed(texts, &buckets, |padded| model.classify(padded))?;
-            Ok(logits.iter().map(|l| crate::guard::softmax(l)).collect())
+            Ok(logits.iter().map(|l| crate::guard::softmax(&l.iter().map(|v| v / temperature).collect::<Vec<_>>())).collect())
         };
-        Ok(Some((Batcher::start(classify, settings.clone(), Arc::new(())), labels)))
+        Ok(Some(SequenceClassifier { batcher: Batcher::start(classify, settings.clone(), Arc::new(())), labels, threshold }))
     }
 
     /// The PII token classifier of `classifier.pii_model.model_id` on its own batching worker
@@ -325,14 +331,19 @@ impl Engine {
             }
         };
         let categorized = async {
-            let (model, labels) = self.category_model.as_ref()?;
+            let SequenceClassifier { batcher: model, labels, .. } = self.category_model.as_ref()?;
             let s = Instant::now();
-            let r = model.embed(vec![req.text.clone()]).instrument(info_span!("category_model")).await;
+            // A model that knows `no_topic` classifies the earlier turns too, in the same batch.
+            let mut texts = vec![req.text.clone()];
+            if !req.context.is_empty() && labels.iter().any(|l| l == crate::category_head::NO_TOPIC) {
+                texts.push(context_text(&req.context));
+            }
+            let r = model.embed(texts).instrument(info_span!("category_model")).await;
             stage("category_model", s);
-            Some(r.map(|mut p| labels.iter().cloned().zip(p.remove(0)).collect::<Vec<(String, f32)>>()))
+            Some(r.map(|p| crate::category_head::categorize_probabilities(labels, &p[0], p.get(1).map(|c| c.as_slice()))))
         };
         let guarded = async {
-            let (model, labels) = self.guard_model.as_ref()?;
+            let SequenceClassifier { batcher: model, labels, threshold } = self.guard_model.as_ref()?;
             let enabled = self.config.read().unwrap_or_else(|e| e.into_inner()).prompt_guard.enabled;
             if !enabled {
                 return None;
@@ -340,7 +351,7 @@ impl Engine {
             let s = Instant::now();
             let r = model.embed(vec![req.text.clone()]).instrument(info_span!("guard_model")).await;
             stage("guard", s);
-            Some(r.map_err(anyhow::Error::from).and_then(|mut p| crate::guard::score_of(labels, &p.remove(0), None)))
+            Some(r.map_err(anyhow::Error::from).and_then(|mut p| crate::guard::score_of(labels, &p.remove(0), *threshold)))
         };
         let (embs, tagged, categorized, guarded) =
             tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged, categorized, guarded);

@@ -75,22 +75,18 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let _ = writeln!(md, "| expected calibration error (10 bins), calibrated / uncalibrated | {:.3} / {:.3} (temperature {:.2}) |", ece, raw_ece, head.temperature());
     let _ = writeln!(md, "| routed at threshold {threshold} (the rest: default model, `low_confidence`) | {} of prompts, {} of them right |", pct(routed.len() as f64 / y.len() as f64), pct(routed_acc));
     let _ = writeln!(md, "| right category with the threshold (below it counts as wrong) | {} |", pct(c_thr.accuracy()));
-    // The fine-tuned encoder, when one was trained (`finetune-category`, on a GPU).
+    // The fine-tuned encoder, when one was trained (`finetune-category`): the same sets
+    // through the sidecar's rule, with its own temperature.
     let mut tuned_json = Value::Null;
+    let mut tuned_multiturn = None;
     if category_model.join("model.safetensors").exists() {
         let model = classifier_svc::model::Model::<burn::backend::Flex>::load(category_model, &Default::default(), &Default::default())?;
-        let texts: Vec<String> = dev.chat.iter().map(|c| c.text.clone()).collect();
-        let logits = crate::eval::classify_all(&model, &texts, "chat dev")?;
-        let pred: Vec<usize> = logits
-            .iter()
-            .map(|l| {
-                let probs: Vec<(String, f32)> = model.labels.iter().cloned().zip(crate::metrics::softmax(l)).collect();
-                top(&probs, &labels).0
-            })
-            .collect();
-        let t = Confusion::new(n, &y, &pred);
-        let _ = writeln!(md, "| fine-tuned encoder (`{}`, a second encoder pass), accuracy | {} (macro-F1 {:.3}) |", category_model.display(), pct(t.accuracy()), t.macro_f1());
-        tuned_json = json!({ "n": t.total(), "accuracy": t.accuracy(), "macro_f1": t.macro_f1(), "matrix": t.matrix });
+        let temperature = classifier_svc::category_head::calibration_of(category_model)?.temperature;
+        let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
+        let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a second encoder pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
+        let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
+        tuned_multiturn = Some(d.multiturn_kept);
+        tuned_json = d.json();
     }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
     for (i, l) in labels.iter().enumerate() {
@@ -118,7 +114,10 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
     let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
     let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
-    let _ = writeln!(md, "| **`no_topic` mix (serving): P(c given the last message) + P(no_topic given it) × P(c given the earlier turns)** | **{}** |", pct(kept as f64 / m));
+    if let Some(k) = tuned_multiturn {
+        let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(k));
+    }
+    let _ = writeln!(md, "| head, `no_topic` mix: P(c given the last message) + P(no_topic given it) × P(c given the earlier turns) | {} |", pct(kept as f64 / m));
     let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
     let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
 
@@ -175,4 +174,46 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
         "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve },
     });
     Ok(DevReport { markdown: md, json })
+}
+
+/// A fine-tuned sequence classifier (`finetune-category`) on the chat-style development set
+/// and the multi-turn follow-ups, through the sidecar's rule
+/// ([`classifier_svc::category_head::categorize_probabilities`]) with `temperature`.
+pub struct SequenceDev {
+    pub chat: Confusion,
+    /// Confidence of the top category and whether it was right, per chat prompt.
+    pub confidence: Vec<f32>,
+    pub ece: f64,
+    pub multiturn_kept: f64,
+    pub multiturn_n: usize,
+}
+
+impl SequenceDev {
+    pub fn json(&self) -> Value {
+        json!({ "n": self.chat.total(), "accuracy": self.chat.accuracy(), "macro_f1": self.chat.macro_f1(), "matrix": self.chat.matrix, "ece": self.ece,
+                "multiturn": { "n": self.multiturn_n, "kept": self.multiturn_kept } })
+    }
+}
+
+/// `logits_of(texts)` gives the model's logits in order; `labels` its labels (`no_topic` included).
+pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mut logits_of: impl FnMut(&[String]) -> Result<Vec<Vec<f32>>>) -> Result<SequenceDev> {
+    let dev = DevSets::load(dir)?;
+    let categories: Vec<String> = labels.iter().filter(|l| *l != NO_TOPIC).cloned().collect();
+    let index = |l: &str| categories.iter().position(|x| x == l).ok_or_else(|| anyhow!("unknown category `{l}`"));
+    let probs = |logits: Vec<Vec<f32>>| -> Vec<Vec<f32>> { logits.iter().map(|l| crate::metrics::softmax(&l.iter().map(|v| v / temperature).collect::<Vec<_>>())).collect() };
+    let categorize = classifier_svc::category_head::categorize_probabilities;
+
+    let y = dev.chat.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
+    let p = probs(logits_of(&dev.chat.iter().map(|c| c.text.clone()).collect::<Vec<_>>())?);
+    let (pred, confidence): (Vec<usize>, Vec<f32>) = p.iter().map(|p| top(&categorize(labels, p, None), &categories)).unzip();
+    let chat = Confusion::new(categories.len(), &y, &pred);
+    let correct: Vec<bool> = pred.iter().zip(&y).map(|(p, t)| p == t).collect();
+    let ece = calibrate::ece(&confidence, &correct, 10);
+
+    let my = dev.multiturn.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
+    let requests: Vec<(String, String)> = dev.multiturn.iter().map(|c| c.as_request(CONTEXT_TURNS)).collect();
+    let last = probs(logits_of(&requests.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?);
+    let context = probs(logits_of(&requests.iter().map(|r| r.1.clone()).collect::<Vec<_>>())?);
+    let kept = (0..my.len()).filter(|&i| top(&categorize(labels, &last[i], Some(&context[i])), &categories).0 == my[i]).count();
+    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept as f64 / my.len().max(1) as f64, multiturn_n: my.len() })
 }

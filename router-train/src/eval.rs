@@ -109,9 +109,15 @@ fn tradeoff_table(md: &mut String, curve: &[Value]) {
 /// Sequence-classification logits of `texts` by a fine-tuned model, 32 at a time.
 pub(crate) fn classify_all(model: &Model<Flex>, texts: &[String], what: &str) -> Result<Vec<Vec<f32>>> {
     eprintln!("[eval] {} on {} {what} texts", model.labels.join("/"), texts.len());
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(32) {
-        out.extend(model.classify(chunk)?);
+    // Texts of similar length together: a batch costs its longest text.
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut out = vec![Vec::new(); texts.len()];
+    for chunk in order.chunks(32) {
+        let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        for (&i, l) in chunk.iter().zip(model.classify(&batch)?) {
+            out[i] = l;
+        }
     }
     Ok(out)
 }

@@ -69,6 +69,10 @@ pub enum SaveDtype {
 pub struct FinetuneArgs {
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
+    /// Train only the top this-many encoder layers (and the head) over the frozen lower
+    /// layers' outputs, computed once: the path that fits a CPU. By default every layer.
+    #[arg(long)]
+    pub train_layers: Option<usize>,
     /// Peak learning rate of the encoder.
     #[arg(long, default_value_t = 5e-5)]
     pub lr: f64,
@@ -269,6 +273,12 @@ pub fn score(logits: &[Vec<f32>], y: &[usize], k: usize) -> Confusion {
     Confusion::new(k, y, &pred)
 }
 
+/// AdamW as configured (weight decay, gradient-norm clipping).
+pub fn adamw(args: &FinetuneArgs) -> AdamWConfig {
+    let c = AdamWConfig::new().with_weight_decay(args.weight_decay).with_epsilon(1e-8);
+    if args.clip_norm > 0.0 { c.with_grad_clipping(Some(GradientClippingConfig::Norm(args.clip_norm))) } else { c }
+}
+
 /// Fine-tunes `model` on `train`; validation metrics after every epoch. Returns the final
 /// (inference) model and the per-epoch log.
 #[allow(clippy::too_many_arguments)]
@@ -289,12 +299,8 @@ pub fn fit<B: AutodiffBackend>(
     let per_epoch = train.ids.len() / bs;
     let total = per_epoch * args.epochs;
     let warmup = ((total as f64 * args.warmup).ceil() as usize).min(total);
-    let adamw = || {
-        let c = AdamWConfig::new().with_weight_decay(args.weight_decay).with_epsilon(1e-8);
-        if args.clip_norm > 0.0 { c.with_grad_clipping(Some(GradientClippingConfig::Norm(args.clip_norm))) } else { c }
-    };
-    let mut opt_enc = adamw().init::<B, Bert<B>>();
-    let mut opt_head = adamw().init::<B, ClsHead<B>>();
+    let mut opt_enc = adamw(args).init::<B, Bert<B>>();
+    let mut opt_head = adamw(args).init::<B, ClsHead<B>>();
     let weights = match args.class_weights {
         ClassWeights::Balanced => Some(balanced_weights(&train.y, num_labels)),
         ClassWeights::None => None,
@@ -538,6 +544,16 @@ pub fn f16_copy(from: &Path, to: &Path) -> Result<()> {
 /// Files of the encoder directory copied beside the weights (those present).
 const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
 
+/// Sets `calibration` in the checkpoint's `config.json`: the category model's `temperature`
+/// (the sidecar divides the logits by it before the softmax) or the guard's `threshold`.
+fn write_calibration(dir: &Path, calibration: Value) -> Result<()> {
+    let path = dir.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    cfg["calibration"] = calibration;
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg)? + "\n")?;
+    Ok(())
+}
+
 /// Writes `dir` as an HF `BertForSequenceClassification` checkpoint: `config.json` (the
 /// encoder's, with `architectures`, `id2label` and `label2id`), `model.safetensors` and the
 /// encoder's tokenizer files.
@@ -566,9 +582,24 @@ pub fn save_hf<B: Backend>(model: &BertClassifier<B>, encoder_config: &Value, la
 // ------------------------------------------------------------------------------ the command
 
 /// Sequence-classification logits of `texts` by a saved checkpoint loaded as the sidecar
-/// loads it, in fixed-shape batches (`batch_size` texts, padded with empty ones; `seq_len`
-/// tokens).
-pub fn classify_saved<B: Backend>(model: &mut Model<B>, texts: &[String], batch_size: usize, seq_len: usize) -> Result<Vec<Vec<f32>>> {
+/// loads it: with `fixed_shape` (GPU backends compile per shape) in batches of `batch_size`
+/// texts (padded with empty ones) × `seq_len` tokens, else in length-sorted batches.
+pub fn classify_saved<B: Backend>(model: &mut Model<B>, texts: &[String], batch_size: usize, seq_len: usize, fixed_shape: bool) -> Result<Vec<Vec<f32>>> {
+    if !fixed_shape {
+        // On the CPU a batch costs its real tokens: texts of similar length together, each
+        // batch padded to its longest.
+        model.seq_buckets.clear();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            for (&i, l) in chunk.iter().zip(model.classify(&batch)?) {
+                out[i] = l;
+            }
+        }
+        return Ok(out);
+    }
     model.seq_buckets = vec![seq_len];
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch_size.max(1)) {
@@ -713,8 +744,8 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
     let pre = load_pretrained::<B>(&src.encoder, k, args.dropout, args.seq_len, &device)?;
     let examples = train::examples(task, &src.dirs)?;
     // The calibration split is for the temperature and the threshold, never trained on.
-    let (val_ex, train_ex): (Vec<_>, Vec<_>) =
-        examples.into_iter().filter(|e| e.split != data::CALIBRATION).partition(|e| e.split == "validation");
+    let (calibration_ex, examples): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.split == data::CALIBRATION);
+    let (val_ex, train_ex): (Vec<_>, Vec<_>) = examples.into_iter().partition(|e| e.split == "validation");
     let train_ex = sample(train_ex, args.limit, args.seed);
     let val_ex = sample(val_ex, args.val_limit, args.seed);
     let encode = |ex: &[crate::data::Example]| -> Result<Encoded> {
@@ -732,7 +763,10 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
         src.encoder.display(), args.device, train_set.ids.len(), args.seq_len
     );
     let Pretrained { model, config, pad_id, .. } = pre;
-    let (model, history) = fit::<B>(model, &train_set, &val_set, k, pad_id, args, &device, true)?;
+    let (model, history) = match args.train_layers.filter(|&n| n < model.bert.layers.len()) {
+        Some(n) => crate::top_layers::fit_top::<B>(model, n, &train_set, &val_set, k, pad_id, args, &device)?,
+        None => fit::<B>(model, &train_set, &val_set, k, pad_id, args, &device, true)?,
+    };
     let fit_seconds = t0.elapsed().as_secs_f64();
 
     save_hf(&model, &config, &labels, &src.encoder, &out, args.save_dtype, args.dropout)?;
@@ -742,11 +776,12 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
     let inner_device = device.clone();
     let opts = LoadOptions { max_len: Some(args.seq_len), task: Some(ModelTask::SequenceClassification) };
     let mut saved = Model::<B::InnerBackend>::load(&out, &opts, &inner_device)?;
+    let fixed = args.device != DeviceKind::Cpu;
     if saved.labels != labels {
         bail!("the saved labels {:?} differ from the training labels", saved.labels);
     }
     let val_texts: Vec<String> = val_ex.iter().map(|e| e.text.clone()).collect();
-    let val_logits = classify_saved(&mut saved, &val_texts, args.batch_size, args.seq_len)?;
+    let val_logits = classify_saved(&mut saved, &val_texts, args.batch_size, args.seq_len, fixed)?;
     // Same texts through the in-memory model: the saved one must give the same logits.
     let n_check = val_set.ids.len().min(4 * args.batch_size);
     let mem = logits(&model, &val_set.ids[..n_check], args.batch_size, args.seq_len, pad_id, &inner_device)?;
@@ -770,7 +805,7 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
                         .map(|(_, c)| labels.iter().position(|l| l == c).ok_or_else(|| anyhow!("unknown peer category `{c}`")))
                         .collect::<Result<Vec<_>>>()?;
                     let texts: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
-                    Some(score(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len)?, &y, k))
+                    Some(score(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len, fixed)?, &y, k))
                 }
                 None => None,
             };
@@ -778,7 +813,28 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
             if let Some(c) = &c_peer {
                 println!("  peer  n {:>5}  accuracy {:.4}  macro-F1 {:.4}", c.total(), c.accuracy(), c.macro_f1());
             }
-            json!({ "val": metrics_json(&c_val), "peer": c_peer.as_ref().map(metrics_json) })
+            // Temperature scaling on the calibration split (chat-style, never trained on),
+            // stored in the checkpoint's config.json where the sidecar reads it.
+            let temperature = if calibration_ex.is_empty() {
+                1.0
+            } else {
+                let texts: Vec<String> = calibration_ex.iter().map(|e| e.text.clone()).collect();
+                let y = calibration_ex.iter().map(|e| labels.iter().position(|l| *l == e.label).ok_or_else(|| anyhow!("unknown label `{}`", e.label))).collect::<Result<Vec<_>>>()?;
+                let t = crate::calibrate::fit_temperature(&classify_saved(&mut saved, &texts, args.batch_size, args.seq_len, fixed)?, &y);
+                write_calibration(&out, json!({ "temperature": t, "fitted_on": format!("{} held-out chat-style prompts (router-train/train-sets/chat-calib.jsonl)", calibration_ex.len()) }))?;
+                eprintln!("[finetune] temperature {t:.3} fitted on {} calibration prompts, written to {}/config.json", texts.len(), out.display());
+                t
+            };
+            let dev_dir = crate::sets::SetDirs::default().dev;
+            let dev = if dev_dir.join("chat-dev.jsonl").exists() {
+                let d = crate::dev_eval::sequence_model_on_dev(&dev_dir, &labels, temperature, |t| classify_saved(&mut saved, t, args.batch_size, args.seq_len, fixed))?;
+                println!("  chat dev n {:>5}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.3}", d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
+                println!("  multi-turn n {:>3}  kept {:.4}", d.multiturn_n, d.multiturn_kept);
+                Some(d.json())
+            } else {
+                None
+            };
+            json!({ "val": metrics_json(&c_val), "peer": c_peer.as_ref().map(metrics_json), "temperature": temperature, "chat_dev": dev })
         }
         Task::Jailbreak => {
             // Softmax probability of the positive label, the server's `prompt_guard` score.
@@ -789,13 +845,35 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
             let peer_p = match peer {
                 Some(p) => {
                     let dom: Vec<String> = p.domain.into_iter().map(|(q, _)| q).collect();
-                    let jb = prob(classify_saved(&mut saved, &p.jailbreak, args.batch_size, args.seq_len)?);
-                    Some((jb, prob(classify_saved(&mut saved, &dom, args.batch_size, args.seq_len)?)))
+                    let jb = prob(classify_saved(&mut saved, &p.jailbreak, args.batch_size, args.seq_len, fixed)?);
+                    Some((jb, prob(classify_saved(&mut saved, &dom, args.batch_size, args.seq_len, fixed)?)))
                 }
                 None => None,
             };
-            let m = jailbreak_metrics(&val_p, &val_y, peer_p.as_ref().map(|(j, d)| (j.as_slice(), d.as_slice())), 0.5);
+            let mut m = jailbreak_metrics(&val_p, &val_y, peer_p.as_ref().map(|(j, d)| (j.as_slice(), d.as_slice())), 0.5);
             print_jailbreak(&m);
+            // The serving threshold: the lowest that blocks at most GUARD_MAX_FPR of the
+            // calibration split's benign prompts (chat-style look-alikes, never trained on).
+            let benign: Vec<String> = calibration_ex.iter().filter(|e| e.label == "benign").map(|e| e.text.clone()).collect();
+            if !benign.is_empty() {
+                let t = crate::calibrate::threshold_for_fpr(&prob(classify_saved(&mut saved, &benign, args.batch_size, args.seq_len, fixed)?), crate::train::GUARD_MAX_FPR);
+                write_calibration(&out, json!({ "threshold": t, "fitted_on": format!("{} held-out benign chat-style prompts, at most {}% blocked", benign.len(), crate::train::GUARD_MAX_FPR * 100.0) }))?;
+                eprintln!("[finetune] guard threshold {t:.2} chosen on {} calibration prompts, written to {}/config.json", benign.len(), out.display());
+                let dev_dir = crate::sets::SetDirs::default().dev;
+                if dev_dir.join("guard-benign-dev.jsonl").exists() {
+                    let dev = crate::sets::DevSets::load(&dev_dir)?;
+                    let mut rate = |texts: Vec<String>| -> Result<f64> {
+                        let p = prob(classify_saved(&mut saved, &texts, args.batch_size, args.seq_len, fixed)?);
+                        Ok(p.iter().filter(|&&v| v >= t).count() as f64 / p.len().max(1) as f64)
+                    };
+                    let benign_blocked = rate(dev.benign.iter().map(|g| g.text.clone()).collect())?;
+                    let recall = rate(dev.jailbreak.iter().map(|g| g.text.clone()).collect())?;
+                    let chat_blocked = rate(dev.chat.iter().map(|c| c.text.clone()).collect())?;
+                    let peer_recall = peer_p.as_ref().map(|(jb, _)| jb.iter().filter(|&&v| v >= t).count() as f64 / jb.len().max(1) as f64);
+                    println!("  dev at threshold {t:.2}: benign look-alikes blocked {benign_blocked:.4}, chat prompts blocked {chat_blocked:.4}, jailbreak recall {recall:.4}, peer recall {:.4}", peer_recall.unwrap_or(f64::NAN));
+                    m["dev"] = json!({ "threshold": t, "benign_blocked": benign_blocked, "chat_blocked": chat_blocked, "recall": recall, "peer_recall": peer_recall });
+                }
+            }
             m
         }
     };
@@ -949,7 +1027,7 @@ mod tests {
         let d = max_diff(&trained, &reloaded);
         assert!(d <= 1e-5, "max |Δlogit| {d}");
         // ... and in fixed-shape batches (the sidecar on GPU, and the command's evaluation).
-        let d = max_diff(&trained, &classify_saved(&mut saved, &val_texts, 8, 16).unwrap());
+        let d = max_diff(&trained, &classify_saved(&mut saved, &val_texts, 8, 16, true).unwrap());
         assert!(d <= 1e-5, "max |Δlogit| {d}");
 
         // f16 weights: half the file, logits close.
@@ -965,6 +1043,33 @@ mod tests {
         assert!(d < 0.05, "f16 max |Δlogit| {d}");
         std::fs::remove_dir_all(&dir).ok();
         std::fs::remove_dir_all(&dir16).ok();
+    }
+
+    #[test]
+    fn top_layer_fine_tuning_converges_keeps_the_lower_layers_and_reloads_identically() {
+        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Default::default();
+        let (pre, train, val, val_texts) = setup(3, 3);
+        let Pretrained { model, config, pad_id, .. } = pre;
+        let n = model.bert.layers.len();
+        assert!(n >= 2, "the fixture needs a frozen layer below the trained one");
+        let frozen = |m: &BertClassifier<Flex>| (m.bert.embeddings.word.weight.val().into_data(), m.bert.layers[0].qkv.weight.val().into_data());
+        let before = frozen(&model.valid());
+        let a = FinetuneArgs { epochs: 20, lr: 3e-3, head_lr: 1e-2, train_layers: Some(1), ..args() };
+        let (model, log) = crate::top_layers::fit_top::<B>(model, 1, &train, &val, 3, pad_id, &a, &device).unwrap();
+        let losses: Vec<f64> = log.iter().map(|l| l.loss).collect();
+        assert!(losses.last().unwrap() < &(losses[0] * 0.5), "loss {losses:?}");
+        assert!(log.last().unwrap().val_accuracy > 0.6, "validation accuracy {:?}", log.last());
+        assert_eq!(model.bert.layers.len(), n);
+        assert_eq!(frozen(&model), before, "the lower layers changed");
+
+        // Saved and reloaded as the sidecar loads it: the same logits as the trained model.
+        let dir = std::env::temp_dir().join(format!("router-train-top-layers-{}", std::process::id()));
+        save_hf(&model, &config, &labels(3), &fixture(), &dir, SaveDtype::F32, 0.1).unwrap();
+        let saved = Model::<Flex>::load(&dir, &LoadOptions { max_len: Some(16), task: None }, &device).unwrap();
+        let d = max_diff(&logits(&model, &val.ids, 8, 16, pad_id, &device).unwrap(), &saved.classify(&val_texts).unwrap());
+        assert!(d <= 1e-4, "max |Δlogit| {d}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod sets;
 pub mod subjects;
 pub mod text;
+pub mod top_layers;
 pub mod train;
 
 /// The backend's RNG is global: tests that seed it and train run one at a time.
