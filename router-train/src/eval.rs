@@ -228,7 +228,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     let (b_val, b_val_thr) = base_eval(&val_x, &val_y);
     let (b_peer, b_peer_thr) = base_eval(&peer_x, &peer_y);
 
-    // The fine-tuned encoder, when one was trained (on a GPU: `router-train finetune-category`).
+    // The fine-tuned encoder, when one was trained (`router-train finetune-category`).
     let tuned = if args.category_model.join("model.safetensors").exists() {
         let model = Model::<Flex>::load(&args.category_model, &Default::default(), &device)?;
         let order = model.labels.iter().map(|l| index(l)).collect::<Result<Vec<_>>>()?;
@@ -258,7 +258,17 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     category_rows(&mut md, "peer", "baseline (router.yaml similarity, argmax)", &b_peer);
     let _ = writeln!(md, "| peer | baseline (with threshold {}) | {} | {} | — |", base.router.threshold, b_peer_thr.total(), pct(b_peer_thr.accuracy()));
     if tuned.is_some() {
-        let _ = writeln!(md, "\nThe fine-tuned encoder is all of MiniLM plus a classifier, trained end to end on the same training split (`router-train finetune-category --device cuda`: 3 epochs, batch 32 × 128 tokens, AdamW 5e-5, ~75 s on an H100) and evaluated here on the CPU from its saved weights (f16 on disk). Serving it costs a second encoder pass per request; `classifier.category_model.model_id` selects it.");
+        // How it was trained, from the report `finetune-category` wrote next to it.
+        let report: Value = std::fs::read_to_string(args.category_model.join("finetune-report.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        let how = match report["train_layers"].as_u64() {
+            Some(k) => format!("MiniLM whose top {k} layers and a new classifier were fine-tuned over the frozen lower layers' outputs"),
+            None => "all of MiniLM plus a new classifier, fine-tuned end to end".to_string(),
+        };
+        let _ = writeln!(
+            md,
+            "\nThe fine-tuned encoder (`{}`) is {how}, on the same training split ({} epochs, learning rate {}, on the {}, {:.0} s to trained), calibrated on the held-out chat split and evaluated here from its saved weights. It is what `classifier.category_model.model_id` routes with by default (`just category-model`); serving it costs a second encoder pass per request.",
+            args.category_model.display(), report["epochs"], report["lr_encoder"], report["device"].as_str().unwrap_or("?"), report["wall_seconds_to_trained"].as_f64().unwrap_or(f64::NAN)
+        );
     }
     let _ = writeln!(md, "\nThe baseline is the server's routing today: cosine similarity to the centroid of each category's description and examples in `classifier-svc/config/router.yaml`; \"with threshold\" counts prompts below the threshold (routed to the default model with no category) as wrong.\n");
     let _ = writeln!(md, "### Per class\n");

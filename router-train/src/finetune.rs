@@ -890,6 +890,7 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
         "train_examples": train_set.ids.len(),
         "validation_examples": val_set.ids.len(),
         "epochs": args.epochs,
+        "train_layers": args.train_layers,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len,
         "lr_encoder": args.lr,

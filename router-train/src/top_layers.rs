@@ -325,7 +325,8 @@ pub fn fit_top<B: AutodiffBackend>(
             args.epochs, train_seconds / step as f64
         );
         history.push(EpochLog { epoch, loss, val_accuracy, val_macro_f1, seconds, train_seconds });
-        window_start = Instant::now();
+        // The next progress line measures training steps only, not the validation pass.
+        (window_start, window_steps, window_loss) = (Instant::now(), 0, 0.0);
     }
     let TopClassifier { layers: top, head } = model.valid();
     let Bert { embeddings, mut layers } = frozen;
