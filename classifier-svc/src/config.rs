@@ -3,15 +3,18 @@
 //!
 //! The file is either our native format or a vLLM Semantic Router `config.yaml` (the
 //! `categories[].model_scores` generation): both share the key names where they exist, so one
-//! set of structs reads both. Keys are checked against [`crate::schema`]: a key neither format
-//! knows is an error naming its path; a vLLM Semantic Router key this router does not implement
-//! (endpoints, semantic cache, tools, ...) is accepted and listed in [`Config::ignored_keys`].
-//! Invalid values are rejected with the key path.
+//! set of structs reads both. The structs are the schema ([`crate::schema`]): they deny unknown
+//! fields, so a key neither format knows is an error naming its path, and so is an environment
+//! variable that names no field; a vLLM Semantic Router key this router does not implement
+//! (endpoints, tools, ...) is on one explicit list, accepted and reported in
+//! [`Config::ignored_keys`]. Invalid values are rejected with the key path.
 //!
 //! A vLLM Semantic Router v0.3 file (`version: v0.3`: providers, routing signals and decisions)
 //! is read by [`route_policy::v03`]; this router's own sections (`server`, `bert_model`,
 //! `batching`, `classifier`, `prompt_guard`, `semantic_cache`, `observability`) may sit next
 //! to its sections. Both formats end up as one [`route_policy::Policy`] in [`Config::policy`].
+//!
+//! Which keys a hot reload applies and which need a restart is [`RESTART_ONLY`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -22,8 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pii::PII_TYPES;
 
-/// Environment variable prefix for overrides; `__` separates nested keys.
-pub const ENV_PREFIX: &str = "SR";
+pub use crate::schema::ENV_PREFIX;
 
 /// Reasoning effort levels accepted in `default_reasoning_effort` and
 /// `categories[].model_scores[].reasoning_effort`.
@@ -34,6 +36,7 @@ pub const REASONING_EFFORTS: &[&str] = &["minimal", "low", "medium", "high"];
 pub const DEFAULT_REASONING_EFFORT: &str = "medium";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
@@ -92,6 +95,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "models/all-MiniLM-L6-v2";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// gRPC listen address.
     pub listen: String,
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct BertModelConfig {
     /// HF-format directory (config.json, model.safetensors, tokenizer.json), relative to the
     /// working directory.
@@ -157,6 +162,7 @@ impl std::str::FromStr for Device {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct BatchingConfig {
     /// Most texts in one forward pass.
     pub max_batch_size: usize,
@@ -182,6 +188,7 @@ impl Default for BatchingConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
     pub category_model: CategoryModelConfig,
     pub pii_model: PiiModelConfig,
@@ -189,6 +196,7 @@ pub struct ClassifierConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct CategoryModelConfig {
     /// A trained category head (`router-train train-category`); when it exists, its probabilities
     /// are the category scores. Without it, categories are matched by embedding similarity.
@@ -227,6 +235,7 @@ pub enum Matching {
 /// default) disables detection; detections below the threshold are dropped.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct PiiModelConfig {
     pub threshold: f32,
     /// A token-classification checkpoint (`just pii-model` converts the default) run next to
@@ -236,6 +245,7 @@ pub struct PiiModelConfig {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ObservabilityConfig {
     pub tracing: TracingConfig,
 }
@@ -245,6 +255,7 @@ pub struct ObservabilityConfig {
 /// Semantic Router.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     pub enabled: bool,
     /// `opentelemetry` (the only provider).
@@ -268,6 +279,7 @@ impl Default for TracingConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct TracingExporter {
     /// `otlp` (gRPC).
     #[serde(rename = "type")]
@@ -286,6 +298,7 @@ impl Default for TracingExporter {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct TracingSampling {
     /// `always_on`, `always_off` or `probabilistic` (`rate` of new traces); a sampled caller's
     /// decision is always followed.
@@ -302,6 +315,7 @@ impl Default for TracingSampling {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct TracingResource {
     pub service_name: String,
     pub service_version: String,
@@ -321,6 +335,7 @@ impl Default for TracingResource {
 /// The jailbreak guard: a classification head on the prompt embedding.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct PromptGuardConfig {
     pub enabled: bool,
     /// Head directory (`EmbeddingHead`: config.json + model.safetensors). Empty, or a path that
@@ -332,6 +347,7 @@ pub struct PromptGuardConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ReasoningFamily {
     /// `chat_template_kwargs` or `reasoning_effort`.
     #[serde(rename = "type")]
@@ -345,6 +361,7 @@ pub const FAMILY_REASONING_EFFORT: &str = "reasoning_effort";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ModelParams {
     /// A key of `reasoning_families`; none: the model has no reasoning switch.
     pub reasoning_family: Option<String>,
@@ -355,6 +372,7 @@ pub struct ModelParams {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct PiiPolicy {
     pub allow_by_default: bool,
     /// PII types the model may receive when `allow_by_default` is false.
@@ -362,6 +380,7 @@ pub struct PiiPolicy {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Category {
     pub name: String,
     #[serde(default)]
@@ -402,6 +421,7 @@ pub struct Category {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SemanticCacheConfig {
     pub enabled: bool,
     /// Cosine similarity a stored prompt needs to answer a new one.
@@ -428,6 +448,7 @@ impl Default for SemanticCacheConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelScore {
     pub model: String,
     pub score: f32,
@@ -512,55 +533,65 @@ impl Config {
         if !path.exists() {
             bail!("config file {} not found", path.display());
         }
-        let raw = config::Config::builder()
+        let tree = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Yaml))
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("server.warmup_seq_lens"),
-            )
             .build()
+            .and_then(|raw| raw.try_deserialize::<serde_json::Value>())
             .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let mut cfg = Self::from_raw(raw).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+        let env = crate::schema::env_overrides(std::env::vars())?;
+        let mut cfg = Self::from_tree(tree, &env).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
 
     /// Parses YAML text (no environment overrides) and validates.
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let raw = config::Config::builder()
+        let tree = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-            .build()?;
-        Self::from_raw(raw)
+            .build()?
+            .try_deserialize::<serde_json::Value>()?;
+        Self::from_tree(tree, &[])
     }
 
-    fn from_raw(raw: config::Config) -> Result<Self> {
-        let tree: serde_json::Value = raw.clone().try_deserialize()?;
+    /// A parsed file of either format, with the environment's overrides.
+    fn from_tree(tree: serde_json::Value, env: &[crate::schema::EnvOverride]) -> Result<Self> {
         if route_policy::v03::is_v03(&tree) {
-            return Self::from_v03(tree);
+            return Self::from_v03(tree, env);
         }
-        let report = crate::schema::check(&tree)?;
-        let mut cfg: Config = raw.try_deserialize()?;
-        cfg.ignored_keys = report.ignored;
+        let mut tree = tree;
+        let ignored = crate::schema::strip_ignored(&mut tree);
+        let mut cfg = Self::from_native(tree, env, ignored)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The native sections (the whole file in the old format), ignored keys already removed.
+    fn from_native(mut tree: serde_json::Value, env: &[crate::schema::EnvOverride], ignored: Vec<String>) -> Result<Self> {
+        crate::schema::apply_env(&mut tree, env)?;
+        let mut cfg: Config = crate::schema::deserialize(&mut tree, env)?;
+        cfg.ignored_keys = ignored;
         let device_given = tree.pointer("/bert_model/device").is_some();
         if cfg.bert_model.use_cpu == Some(false) && !device_given {
             cfg.bert_model.device = Device::Cuda;
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 
     /// A v0.3 file: vSR's sections become the policy; this router's own sections and the
     /// policy's defaults, domains and model families fill the rest of the config.
-    fn from_v03(tree: serde_json::Value) -> Result<Self> {
+    fn from_v03(tree: serde_json::Value, env: &[crate::schema::EnvOverride]) -> Result<Self> {
         let serde_json::Value::Object(all) = tree else { bail!("the config file is not a mapping") };
+        // The environment overrides this router's sections; vSR's come from the file alone.
+        if let Some(o) = env.iter().find(|o| !NATIVE_SECTIONS.contains(&o.path[0].as_str())) {
+            bail!("{}: a v0.3 file takes environment overrides of this router's sections only ({})", o.var, NATIVE_SECTIONS.join(", "));
+        }
         let (native, vsr): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
             all.into_iter().partition(|(k, _)| NATIVE_SECTIONS.contains(&k.as_str()));
         let policy = route_policy::v03::parse(&serde_json::Value::Object(vsr))?;
         let mut native = serde_json::Value::Object(native);
-        let report = crate::schema::check(&native)?;
+        let mut ignored = crate::schema::strip_ignored(&mut native);
+        ignored.extend(policy.not_implemented.iter().cloned());
+        let guard_given = native.pointer("/prompt_guard/enabled").is_some() || env.iter().any(|o| o.key() == "prompt_guard.enabled");
         let n = native.as_object_mut().expect("an object");
         n.entry("bert_model").or_insert_with(|| serde_json::json!({ "model_id": DEFAULT_EMBEDDING_MODEL }));
         n.insert("default_model".into(), policy.default_model.clone().into());
@@ -598,19 +629,10 @@ impl Config {
             })
             .collect();
         n.insert("categories".into(), categories.into());
-        let mut cfg: Config = serde_path_to_error::deserialize(&native).map_err(|e| {
-            let path = e.path().to_string();
-            anyhow!("{path}: {}", e.into_inner())
-        })?;
-        cfg.ignored_keys = report.ignored;
-        cfg.ignored_keys.extend(policy.not_implemented.iter().cloned());
+        let mut cfg = Self::from_native(native, env, ignored)?;
         // Jailbreak signals need the guard to run.
-        if !policy.jailbreaks.is_empty() && native.pointer("/prompt_guard/enabled").is_none() {
+        if !policy.jailbreaks.is_empty() && !guard_given {
             cfg.prompt_guard.enabled = true;
-        }
-        let device_given = native.pointer("/bert_model/device").is_some();
-        if cfg.bert_model.use_cpu == Some(false) && !device_given {
-            cfg.bert_model.device = Device::Cuda;
         }
         cfg.policy = policy;
         cfg.v03 = true;
@@ -788,31 +810,155 @@ impl Config {
         })
     }
 
-    /// Settings that only take effect at start (the model, the listeners, batching); a reload
-    /// that changes one of them logs that a restart is needed.
+    /// The [`RESTART_ONLY`] entries under which `new` differs from `self` (see
+    /// [`restart_only_changes`] for the exact keys).
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        let (a, b) = (&self.server, &new.server);
-        if a.listen != b.listen {
-            v.push("server.listen");
+        let changed = restart_only_changes(self, new);
+        RESTART_ONLY
+            .iter()
+            .copied()
+            .filter(|p| changed.iter().any(|c| c == p || c.starts_with(&format!("{p}."))))
+            .collect()
+    }
+}
+
+/// Keys read once when the sidecar starts (the engine's models, workers and cache, the
+/// listeners, the reload watcher, tracing); a section stands for every key below it. A hot
+/// reload swaps in everything else: the policy (categories, signals, decisions, plugins),
+/// thresholds, reasoning families, PII policies, the guard's switch and threshold, and the
+/// semantic cache's switch, similarity and temperature limit.
+pub const RESTART_ONLY: &[&str] = &[
+    "server",
+    "bert_model",
+    "batching",
+    "classifier.category_model.model_id",
+    "classifier.pii_model.model_id",
+    "prompt_guard.model_id",
+    "semantic_cache.ttl_seconds",
+    "semantic_cache.max_entries",
+    "semantic_cache.max_body_bytes",
+    "observability",
+];
+
+/// The key paths of restart-only settings ([`RESTART_ONLY`]) whose values differ between
+/// `old` and `new`, e.g. `batching.workers`; a reload that changes one logs that it needs a
+/// restart.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    // Compared as the files would write them, so every field below a section counts.
+    let (a, b) = match (serde_json::to_value(old), serde_json::to_value(new)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Vec::new(),
+    };
+    let mut changed = Vec::new();
+    for path in RESTART_ONLY {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        let null = serde_json::Value::Null;
+        diff(a.pointer(&pointer).unwrap_or(&null), b.pointer(&pointer).unwrap_or(&null), path, &mut changed);
+    }
+    changed
+}
+
+/// Leaf paths under `at` where `a` and `b` differ (a whole list counts as one value).
+fn diff(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    use serde_json::Value::{Null, Object};
+    match (a, b) {
+        (Object(x), Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff(x.get(k).unwrap_or(&Null), y.get(k).unwrap_or(&Null), &format!("{at}.{k}"), out);
+            }
         }
-        if a.metrics_listen != b.metrics_listen {
-            v.push("server.metrics_listen");
+        _ if a != b => out.push(at.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "bert_model: { model_id: m }\ndefault_model: d\ncategories:\n  - { name: a, description: x, model_scores: [{ model: m1, score: 1.0 }] }\n";
+
+    fn with(extra: &str) -> Config {
+        Config::from_yaml(&format!("{BASE}{extra}")).unwrap()
+    }
+
+    /// Every config the repository ships loads: the examples and the deployed ConfigMap's file.
+    #[test]
+    fn every_shipped_config_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut n = 0;
+        for entry in std::fs::read_dir(root.join("classifier-svc/config")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Config::from_yaml(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
         }
-        if a.config_reload_seconds != b.config_reload_seconds {
-            v.push("server.config_reload_seconds");
+        assert!(n >= 3, "{n} example configs");
+        let cm: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from(root.join("deploy/base/classifier-config.yaml")).format(config::FileFormat::Yaml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let text = cm.pointer("/data/router.yaml").and_then(|v| v.as_str()).expect("data.router.yaml");
+        Config::from_yaml(text).unwrap_or_else(|e| panic!("deploy/base/classifier-config.yaml: {e:#}"));
+    }
+
+    #[test]
+    fn every_restart_only_path_names_a_field() {
+        let v = serde_json::to_value(with("")).unwrap();
+        for p in RESTART_ONLY {
+            assert!(v.pointer(&format!("/{}", p.replace('.', "/"))).is_some(), "{p} is no field of Config");
         }
-        let (a, b) = (&self.bert_model, &new.bert_model);
-        if a.model_id != b.model_id || a.max_seq_len != b.max_seq_len || a.device != b.device {
-            v.push("bert_model");
-        }
-        let (a, b) = (&self.batching, &new.batching);
-        if a.max_batch_size != b.max_batch_size || a.max_wait_micros != b.max_wait_micros || a.queue_capacity != b.queue_capacity {
-            v.push("batching");
-        }
-        if self.prompt_guard.model_id != new.prompt_guard.model_id {
-            v.push("prompt_guard.model_id");
-        }
-        v
+    }
+
+    #[test]
+    fn restart_only_changes_name_the_keys_and_skip_the_policy() {
+        let old = with("");
+        let new = with("batching: { workers: 2 }\nserver: { listen: 127.0.0.1:6000 }\nclassifier: { category_model: { model_id: head, threshold: 0.5 } }\nsemantic_cache: { max_entries: 10, similarity_threshold: 0.8 }\n");
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["server.listen", "batching.workers", "classifier.category_model.model_id", "semantic_cache.max_entries"]
+        );
+        assert_eq!(old.restart_only_changes(&new), ["server", "batching", "classifier.category_model.model_id", "semantic_cache.max_entries"]);
+        // The policy and its thresholds reload: nothing to report.
+        let policy = Config::from_yaml(&format!(
+            "{}classifier: {{ category_model: {{ threshold: 0.6 }} }}\nprompt_guard: {{ enabled: true, threshold: 0.9 }}\n",
+            BASE.replace("model: m1", "model: m2").replace("default_model: d", "default_model: e")
+        ))
+        .unwrap();
+        assert!(restart_only_changes(&old, &policy).is_empty(), "{:?}", restart_only_changes(&old, &policy));
+    }
+
+    #[test]
+    fn environment_keys_are_checked_against_the_structs() {
+        let tree = |t: &str| -> serde_json::Value {
+            config::Config::builder()
+                .add_source(config::File::from_str(t, config::FileFormat::Yaml))
+                .build()
+                .unwrap()
+                .try_deserialize()
+                .unwrap()
+        };
+        let env = |pairs: &[(&str, &str)]| {
+            crate::schema::env_overrides(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+        };
+        let cfg = Config::from_tree(tree(BASE), &env(&[("SR__SERVER__WARMUP_SEQ_LENS", "8,16"), ("SR__BATCHING__WORKERS", "3")])).unwrap();
+        assert_eq!((cfg.server.warmup_seq_lens.as_slice(), cfg.batching.workers), ([8, 16].as_slice(), 3));
+        let e = format!("{:#}", Config::from_tree(tree(BASE), &env(&[("SR__BATCHING__WROKERS", "3")])).unwrap_err());
+        assert!(e.starts_with("SR__BATCHING__WROKERS (batching.wrokers): unknown key"), "{e}");
+        // An ignored vSR key is not a field either.
+        let e = format!("{:#}", Config::from_tree(tree(BASE), &env(&[("SR__TOOLS__ENABLED", "true")])).unwrap_err());
+        assert!(e.starts_with("SR__TOOLS__ENABLED (tools): unknown key"), "{e}");
+        // Validation still names the key the variable set.
+        let e = format!("{:#}", Config::from_tree(tree(BASE), &env(&[("SR__BATCHING__WORKERS", "0")])).unwrap_err());
+        assert!(e.contains("batching.workers"), "{e}");
+        let v03 = "version: v0.3\nproviders: { defaults: { default_model: d } }\n";
+        let cfg = Config::from_tree(tree(v03), &env(&[("SR__BERT_MODEL__DEVICE", "cpu")])).unwrap();
+        assert_eq!(cfg.bert_model.model_id, Path::new(DEFAULT_EMBEDDING_MODEL));
+        let e = format!("{:#}", Config::from_tree(tree(v03), &env(&[("SR__DEFAULT_MODEL", "x")])).unwrap_err());
+        assert!(e.starts_with("SR__DEFAULT_MODEL: a v0.3 file"), "{e}");
     }
 }
