@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::model::{
-    Aggregation, DecisionSpec, Policy, Rule, SignalKind, Strategy, StructureFeature, DEFAULT_LANGUAGE_THRESHOLD,
+    Aggregation, ComplexitySignal, DecisionSpec, Difficulty, Policy, Rule, SignalKind, Strategy, StructureFeature,
+    DEFAULT_LANGUAGE_THRESHOLD,
 };
 
 /// What the models and the request said, as far as the policy needs it.
@@ -18,7 +19,7 @@ pub struct Input<'a> {
     /// The category classifier's winning label and its confidence, when it reached the
     /// classifier's threshold.
     pub domain: Option<(&'a str, f32)>,
-    /// The unit prompt embedding (for embedding rules).
+    /// The unit prompt embedding (for embedding and complexity rules).
     pub embedding: Option<&'a [f32]>,
     /// The guard's jailbreak probability and its own threshold; `None`: no guard ran.
     pub jailbreak: Option<(f32, f32)>,
@@ -32,9 +33,28 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
-/// Candidate phrase vectors of the policy's embedding rules (unit vectors), one list per rule.
+/// Unit vectors of the phrases [`Policy::embedding_candidates`] lists, in its order: one list
+/// per embedding rule, then a hard and an easy list per complexity rule. Lists not handed in
+/// (fewer than the policy has) leave their rules unmatched.
 #[derive(Debug, Clone, Default)]
 pub struct CandidateVectors(pub Vec<Vec<Vec<f32>>>);
+
+impl CandidateVectors {
+    fn list(&self, i: usize) -> &[Vec<f32>] {
+        self.0.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// The vectors of embedding rule `i`.
+    pub fn embedding(&self, i: usize) -> &[Vec<f32>] {
+        self.list(i)
+    }
+
+    /// The hard and easy vectors of complexity rule `i` of `policy`.
+    pub fn complexity(&self, policy: &Policy, i: usize) -> (&[Vec<f32>], &[Vec<f32>]) {
+        let at = policy.embeddings.len() + 2 * i;
+        (self.list(at), self.list(at + 1))
+    }
+}
 
 /// The signals that matched, with their confidences.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -133,8 +153,8 @@ pub fn signals_timed(
     }
     lap(SignalKind::Keyword, &mut t);
     if let Some(prompt) = input.embedding {
-        for (e, cands) in policy.embeddings.iter().zip(&vectors.0) {
-            let sims: Vec<f32> = cands.iter().map(|c| dot(prompt, c)).collect();
+        for (i, e) in policy.embeddings.iter().enumerate() {
+            let sims: Vec<f32> = vectors.embedding(i).iter().map(|c| dot(prompt, c)).collect();
             if sims.is_empty() {
                 continue;
             }
@@ -220,7 +240,37 @@ pub fn signals_timed(
         }
     }
     lap(SignalKind::Pii, &mut t);
-    Matched(m)
+    // Last: a complexity rule's composer looks at the families above.
+    let mut m = Matched(m);
+    if let Some(prompt) = input.embedding {
+        for (i, c) in policy.complexity.iter().enumerate() {
+            let (hard, easy) = vectors.complexity(policy, i);
+            if let Some((level, confidence)) = difficulty(c, prompt, hard, easy) {
+                if c.composer.as_ref().is_none_or(|r| rule(r, &m).is_some()) {
+                    m.0.insert((SignalKind::Complexity, format!("{}:{}", c.name, level.as_str())), confidence);
+                }
+            }
+        }
+    }
+    lap(SignalKind::Complexity, &mut t);
+    m
+}
+
+/// A complexity rule's level for a prompt and its confidence: the better of the two best
+/// similarities (how much the prompt resembles the rule's examples at all). `None` without
+/// vectors on either side.
+pub fn difficulty(c: &ComplexitySignal, prompt: &[f32], hard: &[Vec<f32>], easy: &[Vec<f32>]) -> Option<(Difficulty, f32)> {
+    let best = |vs: &[Vec<f32>]| vs.iter().map(|v| dot(prompt, v)).reduce(f32::max);
+    let (h, e) = (best(hard)?, best(easy)?);
+    let margin = h - e;
+    let level = if margin > c.threshold {
+        Difficulty::Hard
+    } else if margin < -c.threshold {
+        Difficulty::Easy
+    } else {
+        Difficulty::Medium
+    };
+    Some((level, h.max(e).clamp(0.0, 1.0)))
 }
 
 /// Whether `rule` holds over the matched signals, and its confidence: a signal's own, the mean

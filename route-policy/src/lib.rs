@@ -5,8 +5,8 @@
 //! - [`v03`]: reads vLLM Semantic Router v0.3 files into it (unknown keys are errors naming
 //!   their path; vSR keys not implemented are accepted and listed);
 //! - [`legacy`]: the `categories[].model_scores` format as the same policy;
-//! - [`keyword`]: keyword matching methods; [`eval`]: per-request signal evaluation and the
-//!   winning decision.
+//! - [`keyword`]: keyword matching methods; [`eval`]: per-request signal evaluation (the
+//!   complexity signal last, since its composer looks at the others) and the winning decision.
 //!
 //! No IO and no models: the caller hands in what its models computed (prompt embedding,
 //! winning category, guard probability, PII) as [`eval::Input`].

@@ -17,6 +17,8 @@ pub enum SignalKind {
     Structure,
     Jailbreak,
     Pii,
+    /// Evaluated last: its `composer` conditions look at the other families' results.
+    Complexity,
 }
 
 impl SignalKind {
@@ -30,6 +32,7 @@ impl SignalKind {
             SignalKind::Structure => "structure",
             SignalKind::Jailbreak => "jailbreak",
             SignalKind::Pii => "pii",
+            SignalKind::Complexity => "complexity",
         }
     }
 }
@@ -181,6 +184,53 @@ pub struct PiiSignal {
     pub allowed: Vec<String>,
 }
 
+/// A complexity rule's verdict on a prompt (conditions name it as `<rule>:<level>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Difficulty {
+    Easy,
+    Medium,
+    Hard,
+}
+
+impl Difficulty {
+    pub const ALL: [Difficulty; 3] = [Difficulty::Easy, Difficulty::Medium, Difficulty::Hard];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Difficulty::Easy => "easy",
+            Difficulty::Medium => "medium",
+            Difficulty::Hard => "hard",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// Hard-minus-easy similarity margin a complexity rule uses when it names none (as in vSR).
+pub const DEFAULT_COMPLEXITY_THRESHOLD: f32 = 0.1;
+
+/// How hard a prompt is, from its similarity to example hard and easy requests: the best
+/// cosine with a hard candidate minus the best with an easy one is `hard` above `threshold`,
+/// `easy` below `-threshold`, `medium` between.
+#[derive(Debug, Clone)]
+pub struct ComplexitySignal {
+    pub name: String,
+    pub threshold: f32,
+    pub hard: Vec<String>,
+    pub easy: Vec<String>,
+    /// Conditions over the other signals that must hold for the rule to report a level (vSR's
+    /// `composer`, e.g. the domain the candidates were written for); `None`: always.
+    pub composer: Option<Rule>,
+}
+
+/// A complexity condition's name, `<rule>:<level>`, split (`None`: not of that form).
+pub fn complexity_name(name: &str) -> Option<(&str, Difficulty)> {
+    let (rule, level) = name.rsplit_once(':')?;
+    Some((rule, Difficulty::parse(level)?))
+}
+
 /// A decision's condition tree.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
@@ -316,6 +366,7 @@ pub struct Policy {
     pub structures: Vec<StructureSignal>,
     pub jailbreaks: Vec<JailbreakSignal>,
     pub pii: Vec<PiiSignal>,
+    pub complexity: Vec<ComplexitySignal>,
     pub decisions: Vec<DecisionSpec>,
     pub strategy: Strategy,
     /// Serves requests no decision matches.
@@ -340,6 +391,7 @@ impl Policy {
             SignalKind::Structure => !self.structures.is_empty(),
             SignalKind::Jailbreak => !self.jailbreaks.is_empty(),
             SignalKind::Pii => !self.pii.is_empty(),
+            SignalKind::Complexity => !self.complexity.is_empty(),
         }
     }
 
@@ -354,13 +406,22 @@ impl Policy {
             SignalKind::Structure => self.structures.iter().any(|s| s.name == name),
             SignalKind::Jailbreak => self.jailbreaks.iter().any(|s| s.name == name),
             SignalKind::Pii => self.pii.iter().any(|s| s.name == name),
+            // Conditions name a level of a rule: `<rule>:hard|medium|easy`.
+            SignalKind::Complexity => {
+                complexity_name(name).is_some_and(|(rule, _)| self.complexity.iter().any(|s| s.name == rule))
+            }
         }
     }
 
-    /// The candidate phrases of every embedding rule, in rule order (embedded once at load;
-    /// hand the vectors back to [`crate::eval::CandidateVectors::new`]).
+    /// The phrases to embed once at load, one list each: every embedding rule's candidates in
+    /// rule order, then each complexity rule's hard and then easy candidates. Hand the vectors
+    /// back in the same order as [`crate::eval::CandidateVectors`].
     pub fn embedding_candidates(&self) -> Vec<Vec<String>> {
-        self.embeddings.iter().map(|e| e.candidates.clone()).collect()
+        self.embeddings
+            .iter()
+            .map(|e| e.candidates.clone())
+            .chain(self.complexity.iter().flat_map(|c| [c.hard.clone(), c.easy.clone()]))
+            .collect()
     }
 
     pub fn decision(&self, name: &str) -> Option<&DecisionSpec> {

@@ -138,8 +138,8 @@ pub struct Signals {
     pub jailbreak: Vec<Jailbreak>,
     #[serde(default)]
     pub pii: Vec<Pii>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub complexity: Ni,
+    #[serde(default)]
+    pub complexity: Vec<Complexity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fact_check: Ni,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,6 +355,32 @@ pub struct Pii {
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+pub struct Complexity {
+    pub name: String,
+    /// The hard-minus-easy similarity margin (default 0.1).
+    pub threshold: Option<f32>,
+    #[serde(default)]
+    pub hard: ComplexityCandidates,
+    #[serde(default)]
+    pub easy: ComplexityCandidates,
+    /// Conditions over other signals that must hold for the rule to report a level.
+    pub composer: Option<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Ni,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplexityCandidates {
+    #[serde(default)]
+    pub candidates: Vec<String>,
+    /// Image examples (multimodal prompts): accepted, not implemented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_candidates: Ni,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Decision {
     pub name: String,
     #[serde(default)]
@@ -495,7 +521,6 @@ pub const PLUGINS_NOT_IMPLEMENTED: &[&str] = &[
 
 /// vSR signal families decision conditions may name that this router does not compute.
 pub const SIGNALS_NOT_IMPLEMENTED: &[&str] = &[
-    "complexity",
     "fact_check",
     "user_feedback",
     "reask",
@@ -520,6 +545,7 @@ fn signal_kind(s: &str) -> Option<SignalKind> {
         "structure" => SignalKind::Structure,
         "jailbreak" => SignalKind::Jailbreak,
         "pii" => SignalKind::Pii,
+        "complexity" => SignalKind::Complexity,
         _ => return None,
     })
 }
@@ -745,7 +771,40 @@ pub fn parse(tree: &Value) -> Result<Policy> {
             allowed: x.pii_types_allowed.clone(),
         });
     }
+    for (i, c) in s.complexity.iter().enumerate() {
+        let path = format!("routing.signals.complexity[{i}]");
+        let threshold = c.threshold.unwrap_or(model::DEFAULT_COMPLEXITY_THRESHOLD);
+        if !(0.0..=2.0).contains(&threshold) {
+            bail!("{path}.threshold: must be a similarity margin in [0, 2], got {threshold}");
+        }
+        for (side, list) in [("hard", &c.hard), ("easy", &c.easy)] {
+            if list.candidates.iter().all(|t| t.trim().is_empty()) {
+                bail!("{path}.{side}.candidates: must not be empty");
+            }
+        }
+        if c.name.contains(':') {
+            bail!("{path}.name: `{}` must not contain `:` (conditions name `<rule>:<level>`)", c.name);
+        }
+        p.complexity.push(model::ComplexitySignal {
+            name: c.name.clone(),
+            threshold,
+            hard: c.hard.candidates.clone(),
+            easy: c.easy.candidates.clone(),
+            composer: None,
+        });
+    }
     check_unique_names(&p)?;
+    // Composers name other signals, so they are read once every signal is known.
+    for (i, c) in s.complexity.iter().enumerate() {
+        if let Some(cond) = &c.composer {
+            let path = format!("routing.signals.complexity[{i}].composer");
+            let rule = condition(cond, &path, &p, &mut not_impl)?;
+            if names_kind(&rule, SignalKind::Complexity) {
+                bail!("{path}: a composer names other signal families, not complexity");
+            }
+            p.complexity[i].composer = Some(rule);
+        }
+    }
 
     for (i, d) in r.decisions.iter().enumerate() {
         let path = format!("routing.decisions[{i}]");
@@ -826,7 +885,8 @@ fn check_unique_names(p: &Policy) -> Result<()> {
         .chain(p.contexts.iter().map(|s| ("context", &s.name)))
         .chain(p.structures.iter().map(|s| ("structure", &s.name)))
         .chain(p.jailbreaks.iter().map(|s| ("jailbreak", &s.name)))
-        .chain(p.pii.iter().map(|s| ("pii", &s.name)));
+        .chain(p.pii.iter().map(|s| ("pii", &s.name)))
+        .chain(p.complexity.iter().map(|s| ("complexity", &s.name)));
     for (family, name) in all {
         if name.trim().is_empty() {
             bail!("routing.signals.{family}: a rule has an empty name");
@@ -836,6 +896,15 @@ fn check_unique_names(p: &Policy) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `rule` has a condition on the `kind` family.
+fn names_kind(rule: &Rule, kind: SignalKind) -> bool {
+    match rule {
+        Rule::Signal { kind: k, .. } => *k == kind,
+        Rule::Unsupported { .. } => false,
+        Rule::And(cs) | Rule::Or(cs) | Rule::Not(cs) => cs.iter().any(|c| names_kind(c, kind)),
+    }
 }
 
 fn condition(c: &Condition, path: &str, p: &Policy, not_impl: &mut Vec<String>) -> Result<Rule> {
@@ -873,6 +942,9 @@ fn condition(c: &Condition, path: &str, p: &Policy, not_impl: &mut Vec<String>) 
                 bail!("{path}.conditions: a {{type, name}} condition has no conditions");
             }
             match signal_kind(kind) {
+                Some(SignalKind::Complexity) if model::complexity_name(&name).is_none() => {
+                    bail!("{path}.name: `{name}` is not `<rule>:hard`, `<rule>:medium` or `<rule>:easy`")
+                }
                 Some(k) => {
                     if !p.defines(k, &name) {
                         bail!("{path}: no {kind} signal named `{name}` in routing.signals");
