@@ -12,19 +12,23 @@ fn example() -> Config {
     Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/router-v0.3.yaml")).unwrap()
 }
 
-/// Axis `i` of an 8-d space.
+/// Axis `i` of a 10-d space.
 fn axis(i: usize) -> Vec<f32> {
-    let mut v = vec![0.0; 8];
+    let mut v = vec![0.0; 10];
     v[i] = 1.0;
     v
 }
 
-/// The example's four domains on axes 0..4, its embedding rule's three candidates on axes 5..8.
+/// The example's four domains on axes 0..4, its embedding rule's three candidates on axes 5..8,
+/// its complexity rule's hard candidates on axis 8 and easy ones on axis 9.
 fn router(cfg: &Config) -> Router {
     let texts = Router::category_texts(cfg);
-    assert_eq!(texts.len(), 5, "4 domains + 1 embedding rule");
+    assert_eq!(texts.len(), 7, "4 domains + 1 embedding rule + a complexity rule's hard and easy sets");
     assert_eq!(texts[4].len(), 3, "the embedding rule's candidates are embedded with the categories");
-    Router::new(cfg, vec![vec![axis(0)], vec![axis(1)], vec![axis(2)], vec![axis(3)], vec![axis(5), axis(6), axis(7)]])
+    assert_eq!((texts[5].len(), texts[6].len()), (4, 4), "the complexity rule's hard, then easy candidates");
+    let hard = vec![axis(8); 4];
+    let easy = vec![axis(9); 4];
+    Router::new(cfg, vec![vec![axis(0)], vec![axis(1)], vec![axis(2)], vec![axis(3)], vec![axis(5), axis(6), axis(7)], hard, easy])
 }
 
 const MATH: usize = 0;
@@ -46,10 +50,10 @@ fn the_example_loads_and_lists_what_it_does_not_implement() {
     let cfg = example();
     assert!(cfg.v03);
     assert_eq!(cfg.default_model, "qwen3-8b");
-    assert_eq!(cfg.policy.decisions.len(), 9);
+    assert_eq!(cfg.policy.decisions.len(), 10);
     assert_eq!(cfg.categories.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["math", "physics", "computer science", "history"]);
     assert!(cfg.prompt_guard.enabled);
-    for key in ["listeners", "global", "routing.decisions[8].plugins[0] (type response_cache)"] {
+    for key in ["listeners", "global", "routing.decisions[9].plugins[0] (type response_cache)"] {
         assert!(cfg.ignored_keys.iter().any(|k| k == key), "{key} not in {:?}", cfg.ignored_keys);
     }
     assert_eq!(cfg.model_config["deepseek-r1-math"].reasoning_family.as_deref(), Some("deepseek"));
@@ -109,6 +113,12 @@ fn decisions_route_by_priority_over_the_signals() {
 
     let d = ask(&r, NOWHERE, "please debug this function", |_| {});
     assert_eq!((d.decision.as_str(), d.selected_model.as_str()), ("code", "qwen3-32b-coder"), "lora_name is the model name sent");
+    // A coding prompt (the composer: a code keyword) nearest the hard examples, or the easy ones.
+    let d = ask(&r, 8, "please debug this function", |_| {});
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str()), ("hard_code", "qwen3-32b"));
+    assert!(d.reasoning.unwrap().enabled);
+    assert_eq!(ask(&r, 9, "please debug this function", |_| {}).decision, "code");
+    assert_eq!(ask(&r, 8, "tell me about the sea", |_| {}).decision, "", "not a coding prompt: the composer holds it back");
     let d = ask(&r, NOWHERE, "¿Cuál es la capital de Francia y por qué es tan famosa en el mundo?", |_| {});
     assert_eq!(d.decision, "spanish");
     let d = r.decide_with(&axis(6), &Signals { text: "help".into(), ..Default::default() });
