@@ -176,13 +176,14 @@ async fn main() -> Result<()> {
                 "selected_model": d.selected_model,
                 "category": d.category,
                 "confidence": d.confidence,
-                "reason": d.reason,
+                "reason": d.reason().wire(),
                 "jailbreak": d.jailbreak.as_ref().map(|j| serde_json::json!({"flagged": j.flagged, "label": j.label, "confidence": j.confidence})),
                 "block": d.block.as_ref().map(|b| serde_json::json!({"status": b.status, "type": b.r#type, "code": b.code, "message": b.message})),
                 "reasoning": d.reasoning.as_ref().map(|r| serde_json::json!({"enabled": r.enabled, "chat_template_kwarg": r.chat_template_kwarg, "effort": r.effort})),
                 "system_prompt": d.system_prompt.as_ref().map(|p| serde_json::json!({"text": p.text, "mode": if p.mode == 1 { "replace" } else { "insert" }})),
                 "scores": d.scores.iter().map(|s| serde_json::json!({"category": s.category, "score": s.score})).collect::<Vec<_>>(),
-                "headers": d.headers.iter().map(|h| serde_json::json!({"name": h.name, "value": h.value})).collect::<Vec<_>>(),
+                "pii": d.pii.as_ref().map(|p| serde_json::json!({"violation": p.violation, "types": p.types})),
+                "decision": d.decision,
                 "processing_micros": d.processing_micros,
             });
             println!("{}", serde_json::to_string_pretty(&json)?);

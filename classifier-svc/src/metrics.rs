@@ -218,9 +218,9 @@ impl Metrics {
 impl Metrics {
     /// Counts what one decision did (blocks, PII, reasoning, system prompt).
     pub fn observe_decision(&self, d: &router_proto::v1::Decision, pii_types: &[&str]) {
-        use crate::policy::{CODE_JAILBREAK, CODE_PII, HEADER_PII_TYPES};
+        use crate::policy::{CODE_JAILBREAK, CODE_PII};
         self.decisions
-            .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason.as_str()])
+            .with_label_values(&[d.category.as_str(), d.selected_model.as_str(), d.reason().wire()])
             .inc();
         let decision = if d.decision.is_empty() { "none" } else { d.decision.as_str() };
         self.policy_decisions.with_label_values(&[decision, d.selected_model.as_str()]).inc();
@@ -251,9 +251,8 @@ impl Metrics {
                 let label = d.jailbreak.as_ref().map(|j| j.label.as_str()).unwrap_or("");
                 self.jailbreak_blocks.with_label_values(&[label]).inc();
             } else if b.code == CODE_PII {
-                let denied = d.headers.iter().find(|h| h.name == HEADER_PII_TYPES).map(|h| h.value.as_str()).unwrap_or("");
-                for t in denied.split(',').filter(|t| !t.is_empty()) {
-                    self.pii_violations.with_label_values(&[t]).inc();
+                for t in d.pii.iter().flat_map(|p| &p.types) {
+                    self.pii_violations.with_label_values(&[t.as_str()]).inc();
                 }
             }
         }

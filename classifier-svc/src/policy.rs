@@ -23,25 +23,11 @@ use crate::config::{
     DEFAULT_REASONING_EFFORT, FAMILY_CHAT_TEMPLATE_KWARGS,
 };
 
-pub use router_proto::vocabulary::{HEADER_DECISION, REASON_DECISION, REASON_FAST_RESPONSE, REASON_NO_DECISION};
-
-/// Headers the filter adds upstream and to the response (names as in vLLM Semantic Router).
-/// `x-vsr-selected-reasoning` and `x-vsr-injected-system-prompt` are set by the filter from
-/// the decision's `reasoning` and `system_prompt`, never here.
-pub use router_proto::vocabulary::{
-    HEADER_CATEGORY, HEADER_JAILBREAK_BLOCKED, HEADER_JAILBREAK_CONFIDENCE, HEADER_JAILBREAK_TYPE, HEADER_MODEL,
-    HEADER_PII_TYPES, HEADER_PII_VIOLATION,
-};
-
-pub const REASON_CATEGORY: &str = "category";
-/// No category reached the threshold: the default model, and the response says so
-/// (`x-vsr-selected-reason: low_confidence`) rather than a confident wrong category.
-pub const REASON_LOW_CONFIDENCE: &str = "low_confidence";
-/// The category's best model may not receive the detected PII; another model of the category
-/// (or the default model) that may was selected.
-pub const REASON_PII_ALTERNATIVE: &str = "pii_policy_alternative";
-pub const REASON_JAILBREAK: &str = "jailbreak_blocked";
-pub const REASON_PII_BLOCKED: &str = "pii_policy_violation";
+/// The decision carries typed facts (reason, guard and PII verdicts); the filter renders every
+/// decision header from them (`router_proto::vocabulary::decision_headers`). No category
+/// reaching the threshold is [`Reason::LowConfidence`]: the default model, and the response says
+/// so rather than naming a confident wrong category.
+pub use router_proto::v1::{PiiVerdict, Reason};
 
 /// Block fields: an OpenAI-style `invalid_request_error` with a specific code.
 pub const BLOCK_STATUS: u32 = 400;
@@ -341,7 +327,6 @@ impl Router {
         };
         if let Some((c, _)) = cat {
             d.category = c.name.clone();
-            d.headers.push(header(HEADER_CATEGORY, c.name.clone()));
         }
 
         // The policy: every signal once, then the winning decision.
@@ -365,12 +350,12 @@ impl Router {
                 model_ref = spec.selected_ref();
                 d.selected_model = model_ref.map_or_else(|| self.default_model.clone(), |m| m.wire_name().to_string());
                 d.confidence = if self.v03 { confidence } else { cat.map_or(confidence, |(_, s)| s) };
-                d.reason = if self.v03 { REASON_DECISION } else { REASON_CATEGORY }.into();
+                d.set_reason(if self.v03 { Reason::Decision } else { Reason::Category });
             }
             None => {
                 d.selected_model = self.default_model.clone();
                 d.confidence = top.map(|(_, s)| s.clamp(0.0, 1.0)).unwrap_or(0.0);
-                d.reason = if self.v03 && cat.is_some() { REASON_NO_DECISION } else { REASON_LOW_CONFIDENCE }.into();
+                d.set_reason(if self.v03 && cat.is_some() { Reason::NoDecisionMatched } else { Reason::LowConfidence });
             }
         }
         if self.v03 {
@@ -400,8 +385,7 @@ impl Router {
             }
             if let Some(message) = &a.fast_response {
                 d.local_reply = Some(LocalReply { message: message.clone() });
-                d.reason = REASON_FAST_RESPONSE.into();
-                d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+                d.set_reason(Reason::FastResponse);
                 return d;
             }
         }
@@ -424,7 +408,7 @@ impl Router {
                 let flagged = g.probability >= threshold;
                 d.jailbreak = Some(GuardVerdict { flagged, label: g.label.clone(), confidence: g.probability });
                 if flagged {
-                    d.reason = REASON_JAILBREAK.into();
+                    d.set_reason(Reason::JailbreakBlocked);
                     d.block = Some(Block {
                         status: BLOCK_STATUS,
                         r#type: BLOCK_TYPE.into(),
@@ -434,10 +418,6 @@ impl Router {
                             g.label, g.probability
                         ),
                     });
-                    d.headers.push(header(HEADER_JAILBREAK_BLOCKED, "true"));
-                    d.headers.push(header(HEADER_JAILBREAK_TYPE, g.label.clone()));
-                    d.headers.push(header(HEADER_JAILBREAK_CONFIDENCE, format!("{:.3}", g.probability)));
-                    d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
                     return d;
                 }
             }
@@ -472,11 +452,14 @@ impl Router {
                         Some((m, r)) => {
                             d.selected_model = m;
                             model_ref = r;
-                            d.reason = REASON_PII_ALTERNATIVE.into();
-                            d.headers.push(header(HEADER_PII_TYPES, detected.join(",")));
+                            d.set_reason(Reason::PiiPolicyAlternative);
+                            d.pii = Some(PiiVerdict {
+                                violation: false,
+                                types: detected.iter().map(|t| t.to_string()).collect(),
+                            });
                         }
                         None => {
-                            d.reason = REASON_PII_BLOCKED.into();
+                            d.set_reason(Reason::PiiPolicyViolation);
                             d.block = Some(Block {
                                 status: BLOCK_STATUS,
                                 r#type: BLOCK_TYPE.into(),
@@ -487,9 +470,7 @@ impl Router {
                                     d.selected_model
                                 ),
                             });
-                            d.headers.push(header(HEADER_PII_VIOLATION, "true"));
-                            d.headers.push(header(HEADER_PII_TYPES, denied.join(",")));
-                            d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
+                            d.pii = Some(PiiVerdict { violation: true, types: denied.iter().map(|t| t.to_string()).collect() });
                             return d;
                         }
                     }
@@ -504,14 +485,11 @@ impl Router {
             // The default model taken as a PII alternative reasons as if it had no score.
             let r = model_ref.filter(|m| m.wire_name() == selected);
             self.finish(&mut d, Some((selected.as_str(), r.unwrap_or(&route_policy::ModelRef::default()))), actions);
-        } else {
-            d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
         }
         d
     }
 
-    /// Reasoning and system prompt of the chosen model reference and decision, then the
-    /// selected-model header.
+    /// Reasoning and system prompt of the chosen model reference and decision.
     fn finish(&self, d: &mut Decision, model: Option<(&str, &route_policy::ModelRef)>, actions: Option<&route_policy::model::Actions>) {
         if let Some((name, r)) = model {
             d.reasoning = self.reasoning_of(name, r.use_reasoning, r.reasoning_effort.as_deref());
@@ -525,6 +503,5 @@ impl Router {
                 } as i32,
             });
         }
-        d.headers.push(header(HEADER_MODEL, d.selected_model.clone()));
     }
 }

@@ -505,7 +505,7 @@ impl Classifier for ClassifierService {
                     signals = %d.matched_signals.join(","),
                     model = %d.selected_model,
                     confidence = d.confidence,
-                    reason = %d.reason,
+                    reason = d.reason().wire(),
                     blocked = d.block.as_ref().map(|b| b.code.as_str()).unwrap_or(""),
                     jailbreak_score = jailbreak.unwrap_or(0.0),
                     pii = %pii_types.join(","),

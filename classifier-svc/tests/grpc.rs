@@ -67,7 +67,7 @@ async fn classify_embed_and_health_over_grpc() {
         .unwrap();
     assert_eq!(d.category, "math");
     assert_eq!(d.selected_model, "deepseek-r1-math");
-    assert_eq!(d.reason, "category");
+    assert_eq!(d.reason().wire(), "category");
     assert_eq!(d.scores.len(), 14);
     assert!(d.processing_micros > 0);
 

@@ -25,8 +25,12 @@ fn unit(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
-fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
-    d.headers.iter().find(|h| h.name == name).map(|h| h.value.as_str())
+/// A decision header as the filter renders it from the typed decision.
+fn header(d: &Decision, name: &str) -> Option<String> {
+    router_proto::vocabulary::decision_headers(d, &d.selected_model, router_proto::vocabulary::PREFIX)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
 }
 
 fn err_of(yaml: &str) -> String {
@@ -150,7 +154,7 @@ fn vllm_sr_example_loads_and_reports_the_keys_it_ignores() {
     assert!(reasoning.enabled);
     assert_eq!(reasoning.chat_template_kwarg, "enable_thinking");
     let d = r.decide(&vec![-1.0; n]);
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("qwen3", "low_confidence"));
+    assert_eq!((d.selected_model.as_str(), d.reason().wire()), ("qwen3", "low_confidence"));
 }
 
 #[test]
@@ -218,9 +222,9 @@ fn reasoning_follows_the_selected_models_family() {
     assert!(x.enabled);
     assert_eq!((x.chat_template_kwarg.as_str(), x.effort.as_str()), ("thinking", ""));
     // The filter sets x-vsr-selected-reasoning from this field; the sidecar must not.
-    assert_eq!(header(&d, "x-vsr-selected-reasoning"), None);
-    assert_eq!(header(&d, "x-vsr-selected-category"), Some("math"));
-    assert_eq!(header(&d, "x-vsr-selected-model"), Some("strict-math"));
+    assert_eq!(header(&d, "x-vsr-selected-reasoning").as_deref(), None);
+    assert_eq!(header(&d, "x-vsr-selected-category").as_deref(), Some("math"));
+    assert_eq!(header(&d, "x-vsr-selected-model").as_deref(), Some("strict-math"));
     // reasoning_effort family: the model score's effort.
     let x = r.decide(&unit(&CODE)).reasoning.unwrap();
     assert!(x.enabled);
@@ -266,19 +270,18 @@ fn jailbreak_guard_blocks_at_the_threshold() {
     let v = d.jailbreak.clone().unwrap();
     assert!(v.flagged);
     assert_eq!(v.label, "jailbreak");
-    assert_eq!(d.reason, "jailbreak_blocked");
-    assert_eq!(header(&d, "x-vsr-jailbreak-blocked"), Some("true"));
-    assert_eq!(header(&d, "x-vsr-jailbreak-type"), Some("jailbreak"));
-    assert_eq!(header(&d, "x-vsr-jailbreak-confidence"), Some("0.850"));
+    assert_eq!(d.reason().wire(), "jailbreak_blocked");
+    assert_eq!(header(&d, "x-vsr-jailbreak-blocked").as_deref(), Some("true"));
+    assert_eq!(header(&d, "x-vsr-jailbreak-type").as_deref(), Some("jailbreak"));
+    assert_eq!(header(&d, "x-vsr-jailbreak-confidence").as_deref(), Some("0.850"));
     assert_eq!(d.system_prompt, None);
     assert_eq!(d.reasoning, None);
-    assert!(d.headers.iter().all(|h| h.name.starts_with("x-vsr-")));
 
     // Below prompt_guard.threshold (0.8; the head's 0.3 is only a fallback): verdict, no block.
     let d = r.decide_with(&unit(&MATH), &jailbreak(0.75));
     assert!(d.block.is_none());
     assert!(!d.jailbreak.as_ref().unwrap().flagged);
-    assert_eq!(header(&d, "x-vsr-jailbreak-blocked"), None);
+    assert_eq!(header(&d, "x-vsr-jailbreak-blocked").as_deref(), None);
     // The category's own threshold (code: 0.95), and its switch (chat: off).
     assert!(r.decide_with(&unit(&CODE), &jailbreak(0.9)).block.is_none());
     assert!(r.decide_with(&unit(&CODE), &jailbreak(0.96)).block.is_some());
@@ -303,12 +306,12 @@ fn pii_policy_reroutes_within_the_category_then_blocks() {
     let r = router(POLICY);
     // Allowed type: no change.
     let d = r.decide_with(&unit(&MATH), &pii(&[(pii::EMAIL_ADDRESS, 1.0)]));
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("strict-math", "category"));
+    assert_eq!((d.selected_model.as_str(), d.reason().wire()), ("strict-math", "category"));
     // A denied type: the category's next model that may receive it.
     let d = r.decide_with(&unit(&MATH), &pii(&[(pii::CREDIT_CARD, 1.0), (pii::EMAIL_ADDRESS, 1.0)]));
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("general", "pii_policy_alternative"));
-    assert_eq!(header(&d, "x-vsr-pii-types"), Some("CREDIT_CARD,EMAIL_ADDRESS"));
-    assert_eq!(header(&d, "x-vsr-selected-model"), Some("general"));
+    assert_eq!((d.selected_model.as_str(), d.reason().wire()), ("general", "pii_policy_alternative"));
+    assert_eq!(header(&d, "x-vsr-pii-types").as_deref(), Some("CREDIT_CARD,EMAIL_ADDRESS"));
+    assert_eq!(header(&d, "x-vsr-selected-model").as_deref(), Some("general"));
     assert!(d.block.is_none());
     // The alternative's own reasoning setting (general: off, qwen3 family).
     let x = d.reasoning.unwrap();
@@ -325,9 +328,9 @@ fn pii_policy_reroutes_within_the_category_then_blocks() {
     let b = d.block.clone().expect("blocked");
     assert_eq!((b.status, b.r#type.as_str(), b.code.as_str()), (400, "invalid_request_error", "pii_policy_violation"));
     assert!(b.message.contains("US_SSN"));
-    assert_eq!(d.reason, "pii_policy_violation");
-    assert_eq!(header(&d, "x-vsr-pii-violation"), Some("true"));
-    assert_eq!(header(&d, "x-vsr-pii-types"), Some("US_SSN"));
+    assert_eq!(d.reason().wire(), "pii_policy_violation");
+    assert_eq!(header(&d, "x-vsr-pii-violation").as_deref(), Some("true"));
+    assert_eq!(header(&d, "x-vsr-pii-types").as_deref(), Some("US_SSN"));
     // The default route has no alternatives (vLLM Semantic Router semantics).
     let d = r.decide_with(&unit(&NOWHERE), &pii(&[(pii::IBAN_CODE, 1.0)]));
     assert_eq!(d.block.unwrap().code, "pii_policy_violation");
@@ -516,7 +519,7 @@ async fn engine_applies_guard_pii_and_counts_them() {
     assert!(engine.guard.is_none());
 
     let d = engine.classify(&request("hello jane@example.com")).await.unwrap();
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("fallback", "low_confidence"));
+    assert_eq!((d.selected_model.as_str(), d.reason().wire()), ("fallback", "low_confidence"));
     assert!(d.block.is_none());
     let d = engine.classify(&request("my card is 4111 1111 1111 1111")).await.unwrap();
     assert_eq!(d.block.unwrap().code, "pii_policy_violation");

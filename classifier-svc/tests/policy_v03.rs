@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use classifier_svc::config::Config;
-use classifier_svc::policy::{GuardScore, Router, Signals, HEADER_DECISION};
+use classifier_svc::policy::{GuardScore, Router, Signals};
+use router_proto::vocabulary::HEADER_DECISION;
 use router_proto::v1::{system_prompt::Mode, Decision};
 
 fn example() -> Config {
@@ -41,8 +42,12 @@ fn ask(r: &Router, at: usize, text: &str, f: impl FnOnce(&mut Signals)) -> Decis
     r.decide_with(&axis(at), &s)
 }
 
-fn header<'a>(d: &'a Decision, name: &str) -> Option<&'a str> {
-    d.headers.iter().find(|h| h.name == name).map(|h| h.value.as_str())
+/// A decision header as the filter renders it from the typed decision.
+fn header(d: &Decision, name: &str) -> Option<String> {
+    router_proto::vocabulary::decision_headers(d, &d.selected_model, router_proto::vocabulary::PREFIX)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
 }
 
 #[test]
@@ -65,9 +70,9 @@ fn decisions_route_by_priority_over_the_signals() {
     let r = router(&cfg);
 
     let d = ask(&r, MATH, "What is the integral of x^2?", |_| {});
-    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason.as_str()), ("math", "deepseek-r1-math", "decision"));
-    assert_eq!(header(&d, HEADER_DECISION), None, "typed: the filter renders the decision header");
-    assert_eq!(header(&d, "x-vsr-selected-category"), Some("math"));
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason().wire()), ("math", "deepseek-r1-math", "decision"));
+    assert_eq!(header(&d, HEADER_DECISION).as_deref(), Some("math"), "rendered from the typed decision");
+    assert_eq!(header(&d, "x-vsr-selected-category").as_deref(), Some("math"));
     let reasoning = d.reasoning.clone().unwrap();
     assert!(reasoning.enabled && reasoning.chat_template_kwarg == "thinking");
     assert!(d.system_prompt.is_none() && d.header_mutation.is_none());
@@ -89,7 +94,7 @@ fn decisions_route_by_priority_over_the_signals() {
     });
     assert_eq!(d.decision, "refuse_jailbreak");
     assert_eq!(d.local_reply.as_ref().map(|l| l.message.as_str()), Some("I can't help with that request."));
-    assert_eq!(d.reason, "fast_response");
+    assert_eq!(d.reason().wire(), "fast_response");
     assert!(d.block.is_none(), "no implicit block with a v0.3 policy");
     assert!(d.jailbreak.as_ref().is_some_and(|j| j.flagged), "the verdict is still reported");
     let d = ask(&r, MATH, "URGENT: what is 2+2", |s| {
@@ -126,10 +131,10 @@ fn decisions_route_by_priority_over_the_signals() {
 
     // Nothing matches: the default model; a known category without a decision says so.
     let d = ask(&r, HISTORY, "Who was Julius Caesar?", |_| {});
-    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason.as_str()), ("", "qwen3-8b", "no_decision_matched"));
-    assert_eq!(header(&d, "x-vsr-selected-category"), Some("history"));
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason().wire()), ("", "qwen3-8b", "no_decision_matched"));
+    assert_eq!(header(&d, "x-vsr-selected-category").as_deref(), Some("history"));
     let d = ask(&r, NOWHERE, "hello", |_| {});
-    assert_eq!((d.selected_model.as_str(), d.reason.as_str()), ("qwen3-8b", "low_confidence"));
+    assert_eq!((d.selected_model.as_str(), d.reason().wire()), ("qwen3-8b", "low_confidence"));
 }
 
 #[test]
@@ -170,7 +175,7 @@ fn the_old_format_reports_its_category_as_the_decision() {
     };
     let r = Router::new(&cfg, (0..n).map(|i| vec![vec_of(i)]).collect());
     let d = r.decide(&vec_of(math));
-    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason.as_str()), ("math", "deepseek-r1-math", "category"));
+    assert_eq!((d.decision.as_str(), d.selected_model.as_str(), d.reason().wire()), ("math", "deepseek-r1-math", "category"));
 }
 
 /// The engine (the tiny BERT fixture) reloads an old-format file into a v0.3 one: the new

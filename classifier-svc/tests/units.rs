@@ -7,7 +7,7 @@ use std::time::Duration;
 use classifier_svc::batcher::{BatchError, BatchSettings, Batcher};
 use classifier_svc::config::Config;
 use classifier_svc::model::{LoadOptions, Model, Task};
-use classifier_svc::policy::{Router, REASON_LOW_CONFIDENCE, REASON_CATEGORY};
+use classifier_svc::policy::{Reason, Router};
 use classifier_svc::CpuBackend;
 
 fn fixture(name: &str) -> PathBuf {
@@ -109,18 +109,17 @@ fn policy_highest_score_wins_and_threshold_falls_back() {
     let d = router.decide(&unit(&[0.9, 0.1, 0.0]));
     assert_eq!(d.category, "math");
     assert_eq!(d.selected_model, "big");
-    assert_eq!(d.reason, REASON_CATEGORY);
+    assert_eq!(d.reason(), Reason::Category);
     assert_eq!(d.scores[0].category, "math");
     assert!(d.scores[0].score >= d.scores[1].score);
     // Reasoning travels in the decision's `reasoning` field (none here: `big` has no reasoning
     // family); the filter sets x-vsr-selected-reasoning from it.
-    assert!(d.headers.iter().all(|h| h.name != "x-vsr-selected-reasoning"));
     assert_eq!(d.reasoning, None);
 
     let d = router.decide(&unit(&[0.0, 0.0, 1.0]));
     assert_eq!(d.category, "");
     assert_eq!(d.selected_model, "qwen3-8b");
-    assert_eq!(d.reason, REASON_LOW_CONFIDENCE);
+    assert_eq!(d.reason(), Reason::LowConfidence);
 
     // Context mixing moves an ambiguous prompt.
     let p = router.prompt_vector(&unit(&[1.0, 1.0, 0.0]), Some(&unit(&[0.0, 1.0, 0.0])));

@@ -15,8 +15,8 @@ pub mod v1 {
 
 /// Names shared by the sidecar, the filter and the tests: the routing header, the decision
 /// headers (vLLM Semantic Router's names, after a configurable prefix, `x-vsr-` by default) and
-/// the decision reasons. The filter renders every decision header from these; the sidecar only
-/// adds the guard and PII details it alone knows.
+/// the decision reasons. The sidecar answers with typed facts only; the filter (and the ExtProc
+/// baseline in the tests) renders every decision header from them with [`decision_headers`].
 pub mod vocabulary {
     /// The header Envoy's routes match on.
     pub const SELECTED_MODEL_HEADER: &str = "x-selected-model";
@@ -60,12 +60,71 @@ pub mod vocabulary {
     pub const HEADER_PII_VIOLATION: &str = "x-vsr-pii-violation";
     pub const HEADER_PII_TYPES: &str = "x-vsr-pii-types";
 
-    /// A decision of the policy matched (v0.3 configs).
-    pub const REASON_DECISION: &str = "decision";
-    /// The classifier found a category but no decision matched: the default model.
-    pub const REASON_NO_DECISION: &str = "no_decision_matched";
-    /// The decision's fast_response plugin answered.
-    pub const REASON_FAST_RESPONSE: &str = "fast_response";
+    /// Values of x-vsr-selected-reason, one per [`crate::v1::Reason`] (vLLM Semantic Router's
+    /// strings where it has one).
+    pub mod reason {
+        pub const CATEGORY: &str = "category";
+        pub const LOW_CONFIDENCE: &str = "low_confidence";
+        pub const DECISION: &str = "decision";
+        pub const NO_DECISION_MATCHED: &str = "no_decision_matched";
+        pub const FAST_RESPONSE: &str = "fast_response";
+        pub const JAILBREAK_BLOCKED: &str = "jailbreak_blocked";
+        pub const PII_POLICY_VIOLATION: &str = "pii_policy_violation";
+        pub const PII_POLICY_ALTERNATIVE: &str = "pii_policy_alternative";
+    }
+
+    impl crate::v1::Reason {
+        /// The header value; `""` for an unset reason (no header).
+        pub fn wire(self) -> &'static str {
+            use crate::v1::Reason as R;
+            match self {
+                R::Unspecified => "",
+                R::Category => reason::CATEGORY,
+                R::LowConfidence => reason::LOW_CONFIDENCE,
+                R::Decision => reason::DECISION,
+                R::NoDecisionMatched => reason::NO_DECISION_MATCHED,
+                R::FastResponse => reason::FAST_RESPONSE,
+                R::JailbreakBlocked => reason::JAILBREAK_BLOCKED,
+                R::PiiPolicyViolation => reason::PII_POLICY_VIOLATION,
+                R::PiiPolicyAlternative => reason::PII_POLICY_ALTERNATIVE,
+            }
+        }
+    }
+
+    /// Every decision header of `d` as (name, value), names after `prefix`: the routing facts,
+    /// the guard's block and the PII verdict. Values are raw; the caller makes them header-safe.
+    /// One renderer, so the filter and the ExtProc baseline send the same headers.
+    pub fn decision_headers(d: &crate::v1::Decision, model: &str, prefix: &str) -> Vec<(String, String)> {
+        let h = |s: &str| format!("{prefix}{s}");
+        let mut out = vec![
+            (h(suffix::SELECTED_MODEL), model.to_string()),
+            (h(suffix::SELECTED_CATEGORY), d.category.clone()),
+            (h(suffix::CONFIDENCE), format!("{:.4}", d.confidence)),
+        ];
+        let reason = d.reason();
+        if reason != crate::v1::Reason::Unspecified {
+            out.push((h(suffix::SELECTED_REASON), reason.wire().to_string()));
+        }
+        if !d.decision.is_empty() {
+            out.push((h(suffix::SELECTED_DECISION), d.decision.clone()));
+        }
+        // The guard's details go out only when it blocked (a v0.3 verdict is a signal, shown
+        // by the debug header).
+        if let (crate::v1::Reason::JailbreakBlocked, Some(g)) = (reason, &d.jailbreak) {
+            out.push((h(suffix::JAILBREAK_BLOCKED), "true".into()));
+            out.push((h(suffix::JAILBREAK_TYPE), g.label.clone()));
+            out.push((h(suffix::JAILBREAK_CONFIDENCE), format!("{:.3}", g.confidence)));
+        }
+        if let Some(p) = &d.pii {
+            if p.violation {
+                out.push((h(suffix::PII_VIOLATION), "true".into()));
+            }
+            if !p.types.is_empty() {
+                out.push((h(suffix::PII_TYPES), p.types.join(",")));
+            }
+        }
+        out
+    }
 
     #[cfg(test)]
     mod tests {
@@ -86,6 +145,41 @@ pub mod vocabulary {
             ] {
                 assert_eq!(full, format!("{PREFIX}{s}"));
             }
+        }
+
+        #[test]
+        fn every_reason_has_a_distinct_wire_string() {
+            use crate::v1::Reason;
+            let all: Vec<&str> = (1..).map_while(|i| Reason::try_from(i).ok()).map(Reason::wire).collect();
+            assert_eq!(all.len(), 8);
+            assert!(all.iter().all(|w| !w.is_empty()));
+            let mut unique = all.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), all.len());
+        }
+
+        #[test]
+        fn guard_and_pii_headers_follow_the_typed_verdicts() {
+            use crate::v1::{Decision, GuardVerdict, PiiVerdict, Reason};
+            let names = |d: &Decision| decision_headers(d, "m", PREFIX).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+            let mut d = Decision {
+                category: "math".into(),
+                jailbreak: Some(GuardVerdict { flagged: true, label: "jailbreak".into(), confidence: 0.91 }),
+                ..Default::default()
+            };
+            d.set_reason(Reason::Decision);
+            // A v0.3 verdict is a signal: no block headers.
+            assert!(!names(&d).contains(&HEADER_JAILBREAK_BLOCKED.to_string()));
+            d.set_reason(Reason::JailbreakBlocked);
+            let all = decision_headers(&d, "m", "x-my-");
+            assert!(all.contains(&("x-my-jailbreak-blocked".into(), "true".into())), "{all:?}");
+            assert!(all.contains(&("x-my-jailbreak-confidence".into(), "0.910".into())), "{all:?}");
+            assert!(all.contains(&("x-my-selected-reason".into(), "jailbreak_blocked".into())), "{all:?}");
+            d.pii = Some(PiiVerdict { violation: false, types: vec!["EMAIL".into(), "PHONE".into()] });
+            let all = decision_headers(&d, "m", PREFIX);
+            assert!(all.contains(&(HEADER_PII_TYPES.into(), "EMAIL,PHONE".into())), "{all:?}");
+            assert!(!names(&d).contains(&HEADER_PII_VIOLATION.to_string()));
         }
     }
 }

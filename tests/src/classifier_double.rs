@@ -8,7 +8,7 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
-use router_proto::v1::{CategoryScore, ClassifyRequest, ClassifyResponse, Decision, StoreReply, StoreRequest};
+use router_proto::v1::{CategoryScore, ClassifyRequest, ClassifyResponse, Decision, Reason, StoreReply, StoreRequest};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -49,7 +49,9 @@ pub fn keyword_decision(request: &ClassifyRequest) -> Decision {
         category: category.into(),
         confidence,
         scores: vec![CategoryScore { category: category.into(), score: confidence }],
-        reason: "category".into(),
+        reason: Reason::Decision as i32,
+        // A policy decision named after the category, so routes show x-vsr-selected-decision.
+        decision: category.into(),
         ..Default::default()
     }
 }

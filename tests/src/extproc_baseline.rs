@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
 };
 use router_proto::v1::classifier_client::ClassifierClient;
 use router_proto::v1::ClassifyRequest;
+use router_proto::vocabulary;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -42,7 +43,7 @@ impl ExtProcRouter {
         let endpoint = ApiEndpoint::from_path(path)?;
         let request = openai::parse_request(endpoint, body, 2).ok()?;
         if request.model != "MoM" && request.model != "auto" {
-            return Some((body.to_vec(), vec![("x-selected-model".into(), request.model)]));
+            return Some((body.to_vec(), vec![(vocabulary::SELECTED_MODEL_HEADER.into(), request.model)]));
         }
         let mut client = self.classifier.clone();
         let call = client.classify(ClassifyRequest { text: request.text, ..Default::default() });
@@ -51,17 +52,17 @@ impl ExtProcRouter {
             _ => None,
         };
         let (model, mut headers) = match decision.filter(|d| !d.selected_model.is_empty()) {
-            Some(d) => (
-                d.selected_model.clone(),
+            // The same renderer as the filter's: the same decision headers for the same decision.
+            Some(d) => (d.selected_model.clone(), vocabulary::decision_headers(&d, &d.selected_model, vocabulary::PREFIX)),
+            None => (
+                self.default_model.clone(),
                 vec![
-                    ("x-vsr-selected-category".to_string(), d.category.clone()),
-                    ("x-vsr-confidence".to_string(), format!("{:.4}", d.confidence)),
+                    (format!("{}{}", vocabulary::PREFIX, vocabulary::suffix::SELECTED_MODEL), self.default_model.clone()),
+                    (format!("{}{}", vocabulary::PREFIX, vocabulary::suffix::FALLBACK), "classifier".to_string()),
                 ],
             ),
-            None => (self.default_model.clone(), vec![("x-vsr-fallback".to_string(), "classifier".to_string())]),
         };
-        headers.push(("x-selected-model".into(), model.clone()));
-        headers.push(("x-vsr-selected-model".into(), model.clone()));
+        headers.push((vocabulary::SELECTED_MODEL_HEADER.into(), model.clone()));
         let span = json_edit::top_level_value_span(body, "model")?;
         Some((json_edit::splice(body, span, &json_edit::json_string(&model)), headers))
     }
@@ -125,7 +126,7 @@ impl ExternalProcessor for ExtProcRouter {
                         for h in headers.map(|m| m.headers).unwrap_or_default() {
                             if h.key == ":path" {
                                 path = header_value(&h);
-                            } else if h.key == "x-selected-model" || h.key.starts_with("x-vsr-") {
+                            } else if h.key == vocabulary::SELECTED_MODEL_HEADER || h.key.starts_with(vocabulary::PREFIX) {
                                 remove.push(h.key.clone());
                             }
                         }

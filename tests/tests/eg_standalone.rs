@@ -87,7 +87,7 @@ fn decision(model: &str) -> Decision {
         category: "math".into(),
         confidence: 0.93,
         scores: vec![CategoryScore { category: "math".into(), score: 0.93 }],
-        reason: "category".into(),
+        reason: router_proto::v1::Reason::Category as i32,
         ..Default::default()
     }
 }

@@ -25,6 +25,9 @@ async fn extproc_baseline_routes_like_the_filter() {
     assert_eq!(r.status, 200, "{}\n{}", r.text(), envoy.log_tail());
     assert_eq!(r.json()["model"], "deepseek-r1-math");
     assert_eq!(r.header("x-vsr-selected-model"), Some("deepseek-r1-math"));
+    // The decision headers come from the same renderer as the filter's.
+    assert_eq!(r.header("x-vsr-selected-decision"), Some("math"));
+    assert_eq!(r.header("x-vsr-selected-reason"), Some("decision"));
     let seen = sim.last().unwrap();
     assert_eq!(seen.header("x-selected-model"), Some("deepseek-r1-math"));
     assert_eq!(seen.header("x-vsr-selected-category"), Some("math"), "spoofed header replaced");

@@ -59,7 +59,7 @@ fn decision(model: &str, category: &str) -> Vec<u8> {
             selected_model: model.into(),
             category: category.into(),
             confidence: 0.875,
-            reason: "category".into(),
+            reason: router_proto::v1::Reason::Category as i32,
             ..Default::default()
         }),
     }

@@ -7,7 +7,7 @@ use crate::json_edit;
 use crate::metrics::{Counter, FallbackReason};
 use crate::openai::{self, ApiError, Endpoint, PromptRequest};
 use crate::plugins;
-use router_proto::vocabulary::suffix;
+use router_proto::vocabulary::{self, suffix};
 use prost::Message;
 use crate::sse;
 use crate::usage::UsageScanner;
@@ -421,18 +421,14 @@ impl RequestFilter {
 
     fn decision_header_values(&self, decision: &Decision, model: &str) -> Vec<(String, String)> {
         let c = &self.config;
-        let mut headers = vec![
-            (c.selected_model_header.clone(), header_value(model)),
-            (c.header(suffix::SELECTED_MODEL), header_value(model)),
-            (c.header(suffix::SELECTED_CATEGORY), header_value(&decision.category)),
-            (c.header(suffix::CONFIDENCE), format!("{:.4}", decision.confidence)),
-        ];
-        if !decision.reason.is_empty() {
-            headers.push((c.header(suffix::SELECTED_REASON), header_value(&decision.reason)));
-        }
-        if !decision.decision.is_empty() {
-            headers.push((c.header(suffix::SELECTED_DECISION), header_value(&decision.decision)));
-        }
+        // Every decision header comes from the typed decision through the shared vocabulary;
+        // the sidecar sends no header names of its own.
+        let mut headers = vec![(c.selected_model_header.clone(), header_value(model))];
+        headers.extend(
+            vocabulary::decision_headers(decision, model, &c.header_prefix)
+                .into_iter()
+                .map(|(n, v)| (n, header_value(&v))),
+        );
         if self.debug {
             let scores: Vec<String> =
                 decision.scores.iter().take(5).map(|s| format!("{}={:.3}", s.category, s.score)).collect();
@@ -440,13 +436,6 @@ impl RequestFilter {
             headers.push((c.header(suffix::DEBUG_PROCESSING_US), decision.processing_micros.to_string()));
             if let Some(j) = &decision.jailbreak {
                 headers.push((c.header(suffix::DEBUG_JAILBREAK), format!("{}={:.3}", header_value(&j.label), j.confidence)));
-            }
-        }
-        for h in &decision.headers {
-            let name = h.name.to_ascii_lowercase();
-            // The sidecar may only add decision headers, never arbitrary ones.
-            if name.starts_with(&c.header_prefix) && name.len() > c.header_prefix.len() {
-                headers.push((name, header_value(&h.value)));
             }
         }
         headers

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::metrics::FallbackReason;
-use router_proto::v1::{Block, CategoryScore, Header};
+use router_proto::v1::{Block, CategoryScore, GuardVerdict, Header, Reason};
 use std::cell::RefCell;
 
 #[derive(Default)]
@@ -169,11 +169,7 @@ fn auto_model_is_classified_and_rewritten() {
         category: "math".into(),
         confidence: 0.91,
         scores: vec![CategoryScore { category: "math".into(), score: 0.91 }],
-        reason: "category".into(),
-        headers: vec![
-            Header { name: "x-vsr-extra".into(), value: "1".into() },
-            Header { name: "authorization".into(), value: "nope".into() },
-        ],
+        reason: Reason::Category as i32,
         ..Default::default()
     }));
     filter.on_classify_response(&mut host, 7, 0, 10);
@@ -188,12 +184,16 @@ fn auto_model_is_classified_and_rewritten() {
     assert_eq!(host.header("x-selected-model"), Some("math-model"));
     assert_eq!(host.header("x-vsr-selected-category"), Some("math"));
     assert_eq!(host.header("x-vsr-confidence"), Some("0.9100"));
-    assert_eq!(host.header("x-vsr-extra"), Some("1"));
-    assert_eq!(host.header("authorization"), None, "sidecar may only add x-vsr-* headers");
+    assert_eq!(host.header("x-vsr-selected-reason"), Some("category"));
+    assert_eq!(host.header("x-vsr-selected-decision"), None, "no decision matched");
     assert!(host.counted(Counter::Routed));
 
     filter.on_response_headers(&mut host);
     assert!(host.response_headers.contains(&("x-vsr-selected-model".into(), "math-model".into())));
+    for name in ["x-vsr-selected-model", "x-vsr-selected-category", "x-vsr-selected-reason"] {
+        let n = host.response_headers.iter().filter(|(h, _)| h == name).count();
+        assert_eq!(n, 1, "{name} once on the response");
+    }
 }
 
 #[test]
@@ -364,13 +364,21 @@ fn block_decision_answers_locally() {
             code: "jailbreak_detected".into(),
             message: "blocked".into(),
         }),
-        headers: vec![Header { name: "x-vsr-jailbreak-blocked".into(), value: "true".into() }],
+        reason: Reason::JailbreakBlocked as i32,
+        jailbreak: Some(GuardVerdict { flagged: true, label: "jailbreak".into(), confidence: 0.97 }),
         ..Default::default()
     }));
     filter.on_classify_response(&mut host, 7, 0, 1);
     let (status, headers, body) = host.local_response.clone().unwrap();
     assert_eq!(status, 400);
-    assert!(headers.contains(&("x-vsr-jailbreak-blocked".into(), "true".into())));
+    for (name, value) in [
+        ("x-vsr-jailbreak-blocked", "true"),
+        ("x-vsr-jailbreak-type", "jailbreak"),
+        ("x-vsr-jailbreak-confidence", "0.970"),
+        ("x-vsr-selected-reason", "jailbreak_blocked"),
+    ] {
+        assert!(headers.contains(&(name.into(), value.into())), "{name}: {headers:?}");
+    }
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["type"], "content_policy_violation");
     assert_eq!(v["error"]["code"], "jailbreak_detected");
@@ -729,7 +737,7 @@ mod body_mode {
             selected_model: "math-model".into(),
             category: "math".into(),
             confidence: 0.91,
-            headers: vec![Header { name: "x-vsr-extra".into(), value: "1".into() }],
+            decision: "math".into(),
             ..Default::default()
         }));
         filter.on_classify_response(&mut host, 7, 0, 10);
@@ -744,7 +752,7 @@ mod body_mode {
 
         host.response_headers.push((":status".into(), "200".into()));
         filter.on_response_headers(&mut host);
-        for (name, value) in [("x-vsr-selected-model", "math-model"), ("x-vsr-selected-category", "math"), ("x-vsr-extra", "1"), ("x-selected-model", "math-model")] {
+        for (name, value) in [("x-vsr-selected-model", "math-model"), ("x-vsr-selected-category", "math"), ("x-vsr-selected-decision", "math"), ("x-selected-model", "math-model")] {
             assert_eq!(host.response_header(name).as_deref(), Some(value), "{name} on the response");
         }
         host.response_chunk = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#.to_vec();
