@@ -6,13 +6,16 @@
 //! - [`guard`]: the jailbreak head; [`pii`]: structured PII detectors.
 //! - [`reload`]: config hot reload; [`logging`]: text or JSON logs.
 //! - [`batcher`]: dynamic batching of concurrent requests.
-//! - [`service`]: the gRPC server (`Classify`, `Embed`, health) and [`service::serve`].
+//! - [`engine`]: the models, loaded once, the policy snapshot and the request path to a
+//!   decision; [`server`]: the gRPC server (`Classify`, `Embed`, health) and [`server::serve`],
+//!   counted per method by [`rpc_metrics`].
 
 pub mod batcher;
 pub mod bench;
 pub mod cache;
 pub mod category_head;
 pub mod config;
+pub mod engine;
 pub mod gpu;
 pub mod guard;
 pub mod logging;
@@ -22,14 +25,16 @@ pub mod pii;
 pub mod pii_model;
 pub mod policy;
 pub mod reload;
+pub mod rpc_metrics;
 pub mod schema;
-pub mod service;
+pub mod server;
 pub mod telemetry;
 pub mod tokenize;
 pub mod weights;
 
 pub use config::Config;
-pub use service::{serve, serve_with_listeners, shutdown_signal, Engine, SERVING_LOG};
+pub use engine::{Engine, SERVING_LOG};
+pub use server::{serve, serve_with_listeners, shutdown_signal};
 
 /// The CPU backend of the default build.
 pub type CpuBackend = burn::backend::Flex;

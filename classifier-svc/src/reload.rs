@@ -11,7 +11,7 @@ use anyhow::Result;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::service::Engine;
+use crate::engine::Engine;
 
 /// What identifies a version of the file without reading it.
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -31,7 +31,13 @@ pub async fn reload_once(path: &Path, engine: &Engine) -> Result<()> {
             warn!("config: {w}");
         }
         let categories = cfg.categories.len();
+        // Settings read once at start keep their values until a restart (compared with the
+        // start, so each reload names them again while they wait); the rest applies.
+        let restart = crate::config::restart_only_changes(&engine.started_with, &cfg);
         engine.reload(cfg).await?;
+        for key in &restart {
+            warn!(key = %key, "config reload: this setting changed but takes effect only after a restart");
+        }
         Ok::<_, anyhow::Error>(categories)
     }
     .await;

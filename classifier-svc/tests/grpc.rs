@@ -83,6 +83,9 @@ async fn classify_embed_and_health_over_grpc() {
         assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
     }
 
+    let too_many = client.embed(EmbedRequest { texts: vec!["x".into(); 257] }).await.unwrap_err();
+    assert_eq!(too_many.code(), tonic::Code::InvalidArgument);
+
     // Metrics endpoint.
     let body = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,6 +98,16 @@ async fn classify_embed_and_health_over_grpc() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("sr_classifier_decisions_total{category=\"math\",model=\"deepseek-r1-math\""), "{body}");
     assert!(body.contains("sr_classifier_batch_size_bucket"));
+    // Per method and result, from the server's layer (health checks are not counted).
+    for line in [
+        r#"sr_classifier_requests_total{code="OK",method="Classify"} 1"#,
+        r#"sr_classifier_requests_total{code="OK",method="Embed"} 1"#,
+        r#"sr_classifier_requests_total{code="InvalidArgument",method="Embed"} 1"#,
+        r#"sr_classifier_request_duration_seconds_count{method="Classify"} 1"#,
+    ] {
+        assert!(body.contains(line), "missing {line}\n{body}");
+    }
+    assert!(!body.contains("method=\"Check\""), "{body}");
 
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), server).await.unwrap().unwrap().unwrap();

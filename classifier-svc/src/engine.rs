@@ -1,23 +1,16 @@
-//! The gRPC service: `Classify`, `Embed` and standard health, plus start-up and shutdown.
+//! The engine: every model loaded once at start (the embedding encoder behind its batcher, the
+//! category model or head, the guard, the PII tagger), the routing policy in force as one
+//! snapshot swapped whole on a reload, and the request path from a `ClassifyRequest` to its
+//! `Decision` (model passes here, the policy's pure logic in [`crate::policy`]).
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use crate::cache::layer::CacheLayer;
-use router_proto::v1::classifier_server::{Classifier, ClassifierServer};
-use router_proto::v1::semantic_cache_server::{SemanticCache, SemanticCacheServer};
-use router_proto::v1::{StoreReply, StoreRequest};
-use router_proto::v1::{
-    ClassifyRequest, ClassifyResponse, Decision, EmbedRequest, EmbedResponse, Embedding, Turn,
-};
-use tokio::net::TcpListener;
-use tonic::{Request, Response, Status};
-use tonic_health::ServingStatus;
-use tracing::{debug, info, info_span, warn, Instrument};
+use router_proto::v1::{ClassifyRequest, Decision, Turn};
+use tracing::{info, info_span, warn, Instrument};
 
 use crate::batcher::{BatchError, BatchSettings, Batcher};
 use crate::config::{Config, Device};
@@ -41,11 +34,21 @@ pub struct SequenceClassifier {
     pub threshold: Option<f32>,
 }
 
+/// The routing policy and the config it was built from, swapped together on a reload so a
+/// request never sees one without the other.
+pub struct Snapshot {
+    pub router: Router,
+    pub config: Config,
+}
+
 /// Loaded model behind the batcher, the routing policy (swapped whole on a config reload)
 /// and the jailbreak guard.
 pub struct Engine {
     pub batcher: Batcher,
-    pub router: RwLock<Arc<Router>>,
+    /// The policy in force; readers take the `Arc` and let go of the lock at once.
+    policy: RwLock<Arc<Snapshot>>,
+    /// The config the engine was built from: restart-only settings keep these values.
+    pub started_with: Arc<Config>,
     pub dim: usize,
     /// `None`: the guard is not configured (no head).
     pub guard: Option<Arc<dyn JailbreakDetector>>,
@@ -61,8 +64,6 @@ pub struct Engine {
     pub guard_model: Option<SequenceClassifier>,
     /// The PII token classifier, batched on its own worker; `None`: detectors only.
     pub pii_tagger: Option<Batcher<Vec<crate::pii::PiiMatch>>>,
-    /// The config the policy was built from.
-    pub config: RwLock<Arc<Config>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -175,7 +176,8 @@ impl Engine {
         let batcher = Batcher::start_pool(workers, settings, metrics.clone());
         Ok(Self {
             batcher,
-            router: RwLock::new(Arc::new(router)),
+            policy: RwLock::new(Arc::new(Snapshot { router, config: config.clone() })),
+            started_with: Arc::new(config.clone()),
             dim,
             guard,
             cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
@@ -183,14 +185,13 @@ impl Engine {
             pii_tagger,
             category_model,
             guard_model,
-            config: RwLock::new(Arc::new(config.clone())),
             metrics,
         })
     }
 
-    /// The routing policy now in force.
-    pub fn router(&self) -> Arc<Router> {
-        self.router.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The routing policy and config now in force.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A fine-tuned sequence classifier at `model_id` (`key` names the config key), on its own
@@ -259,10 +260,9 @@ impl Engine {
     }
 
     /// Swaps in the policy of `config` (category vectors are embedded through the batcher, so
-    /// requests keep being served meanwhile). Settings that need a restart are reported, not
-    /// applied. On error the policy in force is unchanged.
+    /// requests keep being served meanwhile). Settings that need a restart are not applied
+    /// (the reloader reports them). On error the policy in force is unchanged.
     pub async fn reload(&self, config: Config) -> Result<()> {
-        let old = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();
         let texts = Router::category_texts(&config);
         let flat: Vec<String> = texts.iter().flatten().cloned().collect();
         let mut vectors = Vec::with_capacity(flat.len());
@@ -277,14 +277,10 @@ impl Engine {
         let mut it = vectors.into_iter();
         let embeddings = texts.iter().map(|t| it.by_ref().take(t.len()).collect()).collect();
         let router = Router::new(&config, embeddings);
-        for key in old.restart_only_changes(&config) {
-            warn!(key, "config reload: this setting changed but takes effect only after a restart");
-        }
         if config.prompt_guard.enabled && self.guard.is_none() && self.guard_model.is_none() {
             warn!("config reload: prompt_guard.enabled but no guard model is loaded; jailbreak guard not configured");
         }
-        *self.router.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(router);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { router, config });
         Ok(())
     }
 
@@ -296,17 +292,20 @@ impl Engine {
     /// The decision and the PII types detected (for metrics), with per-stage timings.
     pub async fn classify_observed(&self, req: &ClassifyRequest) -> Result<(Decision, Vec<&'static str>), BatchError> {
         let t = Instant::now();
-        let router = self.router();
+        // One snapshot for the whole request: a reload midway cannot mix two policies.
+        let snapshot = self.snapshot();
+        let (router, config) = (&snapshot.router, &snapshot.config);
         let stage = |name: &str, since: Instant| {
             self.metrics.stage_seconds.with_label_values(&[name]).observe(since.elapsed().as_secs_f64());
         };
+        // The earlier turns as one text, built once for the embedding and the category model.
+        let context = (!req.context.is_empty()).then(|| context_text(&req.context));
         let mut texts = vec![req.text.clone()];
         // Earlier turns are embedded when they mix into the prompt vector, or when the category
         // head classifies them for topic-free follow-ups.
         let head_uses_context = self.category_head.as_ref().is_some_and(|h| h.uses_context());
-        let use_context = !req.context.is_empty() && (router.context_weight > 0.0 || head_uses_context);
-        if use_context {
-            texts.push(context_text(&req.context));
+        if let Some(c) = context.as_ref().filter(|_| router.context_weight > 0.0 || head_uses_context) {
+            texts.push(c.clone());
         }
         // The PII model reads the whole conversation (PII in an earlier turn reaches the model
         // too), in windows, on its own worker while the embedding runs.
@@ -335,8 +334,8 @@ impl Engine {
             let s = Instant::now();
             // A model that knows `no_topic` classifies the earlier turns too, in the same batch.
             let mut texts = vec![req.text.clone()];
-            if !req.context.is_empty() && labels.iter().any(|l| l == crate::category_head::NO_TOPIC) {
-                texts.push(context_text(&req.context));
+            if let Some(c) = context.as_ref().filter(|_| labels.iter().any(|l| l == crate::category_head::NO_TOPIC)) {
+                texts.push(c.clone());
             }
             let r = model.embed(texts).instrument(info_span!("category_model")).await;
             stage("category_model", s);
@@ -344,8 +343,7 @@ impl Engine {
         };
         let guarded = async {
             let SequenceClassifier { batcher: model, labels, threshold } = self.guard_model.as_ref()?;
-            let enabled = self.config.read().unwrap_or_else(|e| e.into_inner()).prompt_guard.enabled;
-            if !enabled {
+            if !config.prompt_guard.enabled {
                 return None;
             }
             let s = Instant::now();
@@ -431,8 +429,7 @@ impl Engine {
             self.metrics.stage_seconds.with_label_values(&[&format!("signal_{}", kind.as_str())]).observe(took.as_secs_f64());
         });
         stage("policy", s);
-        let config = self.config.read().unwrap_or_else(|e| e.into_inner()).clone();
-        self.cache.apply(req, &prompt, &mut d, &config);
+        self.cache.apply(req, &prompt, &mut d, config);
         d.processing_micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
         Ok((d, pii_types))
     }
@@ -442,262 +439,3 @@ fn context_text(turns: &[Turn]) -> String {
     crate::category_head::context_text(turns.iter().map(|t| t.content.as_str()))
 }
 
-fn to_status(e: BatchError) -> Status {
-    match e {
-        BatchError::QueueFull(n) => Status::resource_exhausted(format!("classifier overloaded: {n} requests queued")),
-        BatchError::Stopped => Status::unavailable("classifier is shutting down"),
-        BatchError::Failed(m) => Status::internal(m),
-    }
-}
-
-#[derive(Clone)]
-pub struct ClassifierService {
-    engine: Arc<OnceLock<Engine>>,
-    metrics: Arc<Metrics>,
-}
-
-impl ClassifierService {
-    fn engine(&self) -> Result<&Engine, Status> {
-        self.engine
-            .get()
-            .ok_or_else(|| Status::unavailable("classifier is loading its models"))
-    }
-
-    fn record(&self, method: &str, t: Instant, result: &Result<impl Sized, Status>) {
-        self.metrics
-            .latency
-            .with_label_values(&[method])
-            .observe(t.elapsed().as_secs_f64());
-        let code = match result {
-            Ok(_) => "OK".to_string(),
-            Err(s) => format!("{:?}", s.code()),
-        };
-        self.metrics.requests.with_label_values(&[method, &code]).inc();
-    }
-}
-
-#[tonic::async_trait]
-impl Classifier for ClassifierService {
-    async fn classify(
-        &self,
-        request: Request<ClassifyRequest>,
-    ) -> Result<Response<ClassifyResponse>, Status> {
-        let t = Instant::now();
-        let parent = crate::telemetry::remote_context(request.metadata());
-        let req = request.into_inner();
-        let span = info_span!("classify", request_id = %req.request_id);
-        // Without the OpenTelemetry layer (tracing off) there is nothing to join.
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-        let result = match self.engine() {
-            Ok(engine) => engine.classify_observed(&req).instrument(span.clone()).await.map_err(to_status),
-            Err(s) => Err(s),
-        };
-        self.record("Classify", t, &result);
-        let _entered = span.enter();
-        match result {
-            Ok((d, pii_types)) => {
-                self.metrics.observe_decision(&d, &pii_types);
-                let jailbreak = d.jailbreak.as_ref().map(|j| j.confidence);
-                info!(
-                    request_id = %req.request_id,
-                    category = %d.category,
-                    decision = %d.decision,
-                    signals = %d.matched_signals.join(","),
-                    model = %d.selected_model,
-                    confidence = d.confidence,
-                    reason = d.reason().wire(),
-                    blocked = d.block.as_ref().map(|b| b.code.as_str()).unwrap_or(""),
-                    jailbreak_score = jailbreak.unwrap_or(0.0),
-                    pii = %pii_types.join(","),
-                    reasoning = d.reasoning.as_ref().map(|r| if r.enabled { "on" } else { "off" }).unwrap_or(""),
-                    system_prompt = d.system_prompt.is_some(),
-                    micros = d.processing_micros,
-                    context_turns = req.context.len(),
-                    "classified"
-                );
-                debug!(request_id = %req.request_id, text = %req.text, "classified text");
-                Ok(Response::new(ClassifyResponse { decision: Some(d) }))
-            }
-            Err(s) => {
-                warn!(request_id = %req.request_id, code = ?s.code(), message = s.message(), "classify failed");
-                Err(s)
-            }
-        }
-    }
-
-    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
-        let t = Instant::now();
-        let texts = request.into_inner().texts;
-        let n = texts.len();
-        let result = async {
-            if n > MAX_EMBED_TEXTS {
-                return Err(Status::invalid_argument(format!(
-                    "at most {MAX_EMBED_TEXTS} texts per Embed call, got {n}"
-                )));
-            }
-            let engine = self.engine()?;
-            engine.batcher.embed(texts).await.map_err(to_status)
-        }
-        .await;
-        self.record("Embed", t, &result);
-        let vectors = result?;
-        info!(texts = n, micros = t.elapsed().as_micros() as u64, "embedded");
-        Ok(Response::new(EmbedResponse {
-            embeddings: vectors.into_iter().map(|values| Embedding { values }).collect(),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl SemanticCache for ClassifierService {
-    async fn store(&self, request: Request<StoreRequest>) -> Result<Response<StoreReply>, Status> {
-        let t = Instant::now();
-        let req = request.into_inner();
-        let result = self.engine().map(|engine| engine.cache.store(&req.request_id, req.body));
-        self.record("Store", t, &result);
-        let stored = result?;
-        debug!(request_id = %req.request_id, stored, "semantic cache store");
-        Ok(Response::new(StoreReply { stored }))
-    }
-}
-
-/// Binds the configured addresses and runs until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let addr = config.listen_addr()?;
-    let grpc = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("server.listen: cannot bind {addr}"))?;
-    let metrics = match config.metrics_addr()? {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("server.metrics_listen: cannot bind {a}"))?,
-        ),
-        None => None,
-    };
-    serve_with_listeners(config, grpc, metrics, shutdown).await
-}
-
-/// Like [`serve`], on already bound listeners (tests use ephemeral ports).
-///
-/// Health is NOT_SERVING from the start until the model is loaded and warm, then SERVING for
-/// `""` and `semantic_router.v1.Classifier`; [`SERVING_LOG`] is logged at that moment.
-pub async fn serve_with_listeners(
-    config: Config,
-    grpc: TcpListener,
-    metrics_listener: Option<TcpListener>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let grpc_addr: SocketAddr = grpc.local_addr()?;
-    let metrics_task = metrics_listener.map(|l| {
-        info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics endpoint at /metrics");
-        tokio::spawn(crate::metrics::serve_metrics(l, metrics.clone()))
-    });
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let service_name = <ClassifierServer<ClassifierService> as tonic::server::NamedService>::NAME;
-    reporter.set_service_status("", ServingStatus::NotServing).await;
-    reporter.set_service_status(service_name, ServingStatus::NotServing).await;
-
-    let engine = Arc::new(OnceLock::new());
-    let svc = ClassifierService { engine: engine.clone(), metrics: metrics.clone() };
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(SemanticCacheServer::new(svc.clone()))
-            .add_service(ClassifierServer::new(svc))
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc),
-                async move {
-                    let _ = server_stop.wait_for(|s| *s).await;
-                },
-            ),
-    );
-    info!(addr = %grpc_addr, "gRPC listening (NOT_SERVING until warm)");
-
-    // Shutdown may arrive while the model is still loading.
-    let stop = stop_tx.clone();
-    let shutdown_task = tokio::spawn(async move {
-        shutdown.await;
-        info!("shutdown requested");
-        let _ = stop.send(true);
-    });
-
-    for key in &config.ignored_keys {
-        warn!(key = %key, "config: vLLM Semantic Router key not supported here; ignored");
-    }
-    for w in &config.warnings {
-        warn!("config: {w}");
-    }
-    let mut reload_task = None;
-    let cfg = config.clone();
-    let m = metrics.clone();
-    let mut loading = tokio::task::spawn_blocking(move || Engine::build(&cfg, m));
-    let mut stopped = stop_rx.clone();
-    let built = tokio::select! {
-        r = &mut loading => Some(r),
-        _ = stopped.wait_for(|s| *s) => None,
-    };
-    match built {
-        Some(Ok(Ok(e))) => {
-            let _ = engine.set(e);
-            reporter.set_service_status("", ServingStatus::Serving).await;
-            reporter.set_service_status(service_name, ServingStatus::Serving).await;
-            info!(addr = %grpc_addr, "{SERVING_LOG}");
-            if let Some(path) = config.source.clone() {
-                let every = Duration::from_secs(config.server.config_reload_seconds);
-                reload_task = Some(tokio::spawn(crate::reload::watch(path, engine.clone(), every)));
-            }
-        }
-        Some(Ok(Err(e))) => {
-            let _ = stop_tx.send(true);
-            let _ = server.await;
-            shutdown_task.abort();
-            return Err(e);
-        }
-        Some(Err(e)) => {
-            let _ = stop_tx.send(true);
-            shutdown_task.abort();
-            bail!("model loading panicked: {e}");
-        }
-        None => {}
-    }
-
-    let result = server.await;
-    shutdown_task.abort();
-    if let Some(t) = reload_task {
-        t.abort();
-    }
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
-    result.context("gRPC server task")?.context("gRPC server")?;
-    info!("stopped");
-    Ok(())
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
