@@ -34,6 +34,14 @@ pub struct SequenceClassifier {
     pub threshold: Option<f32>,
 }
 
+/// A classifier the request path asks for class probabilities, of the kind its directory
+/// holds, decided once at load: a head over the shared sentence embedding (the frozen encoder,
+/// no second pass) or a fine-tuned sequence classifier on its own batching worker.
+pub enum Classifier<H: ?Sized> {
+    Head(Arc<H>),
+    Sequence(SequenceClassifier),
+}
+
 /// The routing policy and the config it was built from, swapped together on a reload so a
 /// request never sees one without the other.
 pub struct Snapshot {
@@ -50,18 +58,15 @@ pub struct Engine {
     /// The config the engine was built from: restart-only settings keep these values.
     pub started_with: Arc<Config>,
     pub dim: usize,
-    /// `None`: the guard is not configured (no head).
-    pub guard: Option<Arc<dyn JailbreakDetector>>,
+    /// The jailbreak guard; `None`: not configured.
+    pub guard: Option<Classifier<dyn JailbreakDetector>>,
     /// The semantic cache (consulted only while `semantic_cache.enabled`).
     pub cache: Arc<CacheLayer>,
-    /// `None`: categories are matched by embedding similarity.
-    pub category_head: Option<Arc<crate::category_head::CategoryHead>>,
-    /// A fine-tuned category classifier (text → probabilities per label), batched on its own
-    /// worker; when set, it replaces `category_head`.
-    pub category_model: Option<SequenceClassifier>,
-    /// A fine-tuned jailbreak classifier (text → probabilities), batched on its own worker;
-    /// when set, it is the guard instead of `guard`.
-    pub guard_model: Option<SequenceClassifier>,
+    /// The category classifier; `None`: categories are matched by embedding similarity.
+    pub category: Option<Classifier<crate::category_head::CategoryHead>>,
+    /// The category classifier also classifies the earlier turns (it knows `no_topic`, so a
+    /// topic-free follow-up keeps the conversation's category); decided at load.
+    pub category_reads_context: bool,
     /// The PII token classifier, batched on its own worker; `None`: detectors only.
     pub pii_tagger: Option<Batcher<Vec<crate::pii::PiiMatch>>>,
     pub metrics: Arc<Metrics>,
@@ -117,8 +122,7 @@ impl Engine {
             .collect();
         let router = Router::new(config, embeddings);
         let dim = model.hidden_size;
-        let guard = crate::guard::load(&config.prompt_guard, dim)?
-            .map(|g| Arc::new(g) as Arc<dyn JailbreakDetector>);
+        let guard_head = crate::guard::load(&config.prompt_guard, dim)?;
 
         // Warm every (batch, sequence) bucket on GPU backends (kernels are compiled per
         // shape); the CPU backend has nothing to warm and pads nothing.
@@ -158,7 +162,23 @@ impl Engine {
         if let Some(SequenceClassifier { labels, .. }) = &guard_model {
             crate::guard::positive_labels(labels, None).context("prompt_guard.model_id")?;
         }
-        metrics.guard_configured.set((guard.is_some() || guard_model.is_some()) as i64);
+        // One kind each, decided here: a fine-tuned sequence classifier where the directory
+        // holds one, else a head over the sentence embedding.
+        let guard = match guard_model {
+            Some(m) => Some(Classifier::Sequence(m)),
+            None => guard_head.map(|g| Classifier::Head(Arc::new(g) as Arc<dyn JailbreakDetector>)),
+        };
+        let category = match category_model {
+            Some(m) => Some(Classifier::Sequence(m)),
+            None => crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?
+                .map(|h| Classifier::Head(Arc::new(h))),
+        };
+        let category_reads_context = match &category {
+            Some(Classifier::Head(h)) => h.uses_context(),
+            Some(Classifier::Sequence(m)) => m.labels.iter().any(|l| l == crate::category_head::NO_TOPIC),
+            None => false,
+        };
+        metrics.guard_configured.set(guard.is_some() as i64);
         let mut models = vec![model];
         for _ in 1..config.batching.workers {
             let mut copy = Model::<B>::load(dir, &opts, &device)
@@ -181,10 +201,9 @@ impl Engine {
             dim,
             guard,
             cache: Arc::new(CacheLayer::new(&config.semantic_cache, metrics.clone())),
-            category_head: crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(Arc::new),
+            category,
+            category_reads_context,
             pii_tagger,
-            category_model,
-            guard_model,
             metrics,
         })
     }
@@ -277,7 +296,7 @@ impl Engine {
         let mut it = vectors.into_iter();
         let embeddings = texts.iter().map(|t| it.by_ref().take(t.len()).collect()).collect();
         let router = Router::new(&config, embeddings);
-        if config.prompt_guard.enabled && self.guard.is_none() && self.guard_model.is_none() {
+        if config.prompt_guard.enabled && self.guard.is_none() {
             warn!("config reload: prompt_guard.enabled but no guard model is loaded; jailbreak guard not configured");
         }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { router, config });
@@ -303,7 +322,7 @@ impl Engine {
         let mut texts = vec![req.text.clone()];
         // Earlier turns are embedded when they mix into the prompt vector, or when the category
         // head classifies them for topic-free follow-ups.
-        let head_uses_context = self.category_head.as_ref().is_some_and(|h| h.uses_context());
+        let head_uses_context = matches!(self.category, Some(Classifier::Head(_))) && self.category_reads_context;
         if let Some(c) = context.as_ref().filter(|_| router.context_weight > 0.0 || head_uses_context) {
             texts.push(c.clone());
         }
@@ -330,11 +349,11 @@ impl Engine {
             }
         };
         let categorized = async {
-            let SequenceClassifier { batcher: model, labels, .. } = self.category_model.as_ref()?;
+            let Some(Classifier::Sequence(SequenceClassifier { batcher: model, labels, .. })) = &self.category else { return None };
             let s = Instant::now();
             // A model that knows `no_topic` classifies the earlier turns too, in the same batch.
             let mut texts = vec![req.text.clone()];
-            if let Some(c) = context.as_ref().filter(|_| labels.iter().any(|l| l == crate::category_head::NO_TOPIC)) {
+            if let Some(c) = context.as_ref().filter(|_| self.category_reads_context) {
                 texts.push(c.clone());
             }
             let r = model.embed(texts).instrument(info_span!("category_model")).await;
@@ -342,7 +361,7 @@ impl Engine {
             Some(r.map(|p| crate::category_head::categorize_probabilities(labels, &p[0], p.get(1).map(|c| c.as_slice()))))
         };
         let guarded = async {
-            let SequenceClassifier { batcher: model, labels, threshold } = self.guard_model.as_ref()?;
+            let Some(Classifier::Sequence(SequenceClassifier { batcher: model, labels, threshold })) = &self.guard else { return None };
             if !config.prompt_guard.enabled {
                 return None;
             }
@@ -372,7 +391,7 @@ impl Engine {
             Some(Err(e)) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard model failed"),
             None => {}
         }
-        if let Some(g) = &self.guard {
+        if let Some(Classifier::Head(g)) = &self.guard {
             let s = Instant::now();
             let _span = info_span!("guard").entered();
             match g.score(&embs[0]) {
@@ -417,7 +436,7 @@ impl Engine {
             Some(Err(e)) => warn!(request_id = %req.request_id, error = %e, "category model failed; using similarity"),
             None => {}
         }
-        if let (Some(head), None) = (&self.category_head, &signals.category_probabilities) {
+        if let (Some(Classifier::Head(head)), None) = (&self.category, &signals.category_probabilities) {
             let (text, context) = if head.uses_context() { (&embs[0][..], embs.get(1).map(|v| v.as_slice())) } else { (&prompt[..], None) };
             match head.categorize(text, context) {
                 Ok(p) => signals.category_probabilities = Some(p),
