@@ -251,6 +251,11 @@ async fn streaming_responses_pass_through_unchanged() {
         content.push_str(chunk["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
     }
     assert!(content.contains("What is a theorem?"));
+    // The streamed answer's TTFT and TPOT, per selected model and decision, in Envoy's stats.
+    let ttft = "wasmcustom.semantic_router.ttft_us.deepseek-r1-math.math";
+    let tpot = "wasmcustom.semantic_router.tpot_us.deepseek-r1-math.math";
+    let stats = s.envoy.stats().unwrap();
+    assert!(stats.contains(ttft) && stats.contains(tpot), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

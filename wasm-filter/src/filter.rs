@@ -10,6 +10,7 @@ use crate::plugins;
 use router_proto::vocabulary::{self, suffix};
 use prost::Message;
 use crate::sse;
+use crate::latency::TokenClock;
 use crate::usage::UsageScanner;
 use router_proto::v1::{ClassifyRequest, ClassifyResponse, Decision, RequestTraits, StoreRequest, Turn};
 use std::rc::Rc;
@@ -50,6 +51,12 @@ pub struct RequestFilter {
     cache_store: Option<CacheCapture>,
     /// The model this request was sent to (for token-usage metrics).
     routed_model: Option<String>,
+    /// The policy decision that routed it (`none` when none did), for the latency metrics.
+    routed_decision: String,
+    /// When the request reached the filter (host clock, nanoseconds).
+    started_nanos: u64,
+    /// TTFT/TPOT of a streamed answer.
+    token_clock: Option<TokenClock>,
     usage: Option<UsageScanner>,
     /// Request headers the body phase needs, read at request headers.
     request: RequestHeaders,
@@ -86,12 +93,16 @@ impl RequestFilter {
             debug: false,
             cache_store: None,
             routed_model: None,
+            routed_decision: String::new(),
+            started_nanos: 0,
+            token_clock: None,
             usage: None,
             request: RequestHeaders::default(),
         }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
+        self.started_nanos = host.now_nanos();
         // A client must never pick its own route by header; it may only opt out of the cache.
         for (name, value) in host.request_headers() {
             let on = matches!(value.trim(), "true" | "1");
@@ -249,6 +260,9 @@ impl RequestFilter {
         }
         if ok && self.routed_model.is_some() {
             self.usage = Some(UsageScanner::new(sse));
+            if sse {
+                self.token_clock = Some(TokenClock::new(self.started_nanos));
+            }
         }
         Flow::Continue
     }
@@ -260,12 +274,21 @@ impl RequestFilter {
             return Flow::Continue;
         }
         let chunk = if chunk_size > 0 { host.response_body(chunk_size).unwrap_or_default() } else { Vec::new() };
+        if let (Some(clock), false) = (&mut self.token_clock, chunk.is_empty()) {
+            clock.chunk(host.now_nanos());
+        }
         if let Some(scanner) = &mut self.usage {
             scanner.push(&chunk);
             if end_of_stream {
                 let found = self.usage.take().and_then(UsageScanner::finish);
-                if let (Some(u), Some(model)) = (found, &self.routed_model) {
-                    host.record_usage(model, u.prompt_tokens, u.completion_tokens);
+                let times = self.token_clock.take().and_then(|c| c.finish(found.as_ref().map(|u| u.completion_tokens)));
+                if let Some(model) = &self.routed_model {
+                    if let Some(u) = found {
+                        host.record_usage(model, u.prompt_tokens, u.completion_tokens);
+                    }
+                    if let Some(t) = times {
+                        host.record_token_times(model, &self.routed_decision, t);
+                    }
                 }
             }
         }
@@ -477,6 +500,9 @@ impl RequestFilter {
             .iter()
             .find(|(n, _)| *n == self.config.selected_model_header)
             .map(|(_, v)| v.clone());
+        let decision_header = self.config.header(suffix::SELECTED_DECISION);
+        self.routed_decision =
+            self.decision_headers.iter().find(|(n, _)| *n == decision_header).map_or_else(|| "none".into(), |(_, v)| v.clone());
         self.state = State::Done;
         if self.config.route_mode == RouteMode::Body {
             // The request headers already went upstream: the body's model is the route, and the

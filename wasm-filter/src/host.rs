@@ -47,4 +47,6 @@ pub trait Host {
     fn record_callout_latency(&self, micros: u64);
     /// Adds a response's token usage to the per-model counters.
     fn record_usage(&self, model: &str, prompt_tokens: u64, completion_tokens: u64);
+    /// Records a streamed answer's TTFT and TPOT per selected model and decision.
+    fn record_token_times(&self, model: &str, decision: &str, times: crate::latency::TokenTimes);
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod filter;
 pub mod host;
 pub mod json_edit;
+pub mod latency;
 pub mod metrics;
 pub mod openai;
 pub mod plugins;

@@ -109,3 +109,13 @@ pub const CALLOUT_LATENCY_HISTOGRAM: &str = "semantic_router.callout_latency_us"
 
 /// Token counters per model: `<prefix>.prompt.<model>` and `<prefix>.completion.<model>`.
 pub const TOKENS_PREFIX: &str = "semantic_router.tokens";
+
+/// Histograms of streamed answers per selected model and decision (microseconds):
+/// `<prefix>.<model>.<decision>`.
+pub const TTFT_PREFIX: &str = "semantic_router.ttft_us";
+pub const TPOT_PREFIX: &str = "semantic_router.tpot_us";
+
+/// A model or decision name as one segment of a stat name.
+pub fn stat_segment(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}

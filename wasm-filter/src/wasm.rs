@@ -26,6 +26,8 @@ thread_local! {
     static LATENCY_HISTOGRAM: Cell<Option<u32>> = const { Cell::new(None) };
     /// Per-model token counters (prompt, completion), defined on first use.
     static TOKEN_COUNTERS: RefCell<HashMap<String, (u32, u32)>> = RefCell::new(HashMap::new());
+    /// TTFT and TPOT histogram ids per "model\ndecision".
+    static TOKEN_HISTOGRAMS: RefCell<HashMap<String, (u32, u32)>> = RefCell::new(HashMap::new());
     /// Whether the classifier cluster exists. The SDK aborts the VM when `proxy_grpc_call`
     /// answers BadArgument (Envoy's answer for an unknown cluster), so requests only dispatch
     /// once a probe has seen the cluster; until then they fall back.
@@ -324,10 +326,7 @@ impl Host for WasmHost {
             if let Some(ids) = t.get(model) {
                 return Some(*ids);
             }
-            let name: String = model
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-                .collect();
+            let name = crate::metrics::stat_segment(model);
             let prompt = hostcalls::define_metric(MetricType::Counter, &format!("{}.prompt.{name}", crate::metrics::TOKENS_PREFIX)).ok()?;
             let completion =
                 hostcalls::define_metric(MetricType::Counter, &format!("{}.completion.{name}", crate::metrics::TOKENS_PREFIX)).ok()?;
@@ -337,6 +336,27 @@ impl Host for WasmHost {
         if let Some((prompt, completion)) = ids {
             let _ = hostcalls::increment_metric(prompt, prompt_tokens as i64);
             let _ = hostcalls::increment_metric(completion, completion_tokens as i64);
+        }
+    }
+
+    fn record_token_times(&self, model: &str, decision: &str, times: crate::latency::TokenTimes) {
+        let key = format!("{model}\n{decision}");
+        let ids = TOKEN_HISTOGRAMS.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(ids) = t.get(&key) {
+                return Some(*ids);
+            }
+            let suffix = format!("{}.{}", crate::metrics::stat_segment(model), crate::metrics::stat_segment(decision));
+            let ttft = hostcalls::define_metric(MetricType::Histogram, &format!("{}.{suffix}", crate::metrics::TTFT_PREFIX)).ok()?;
+            let tpot = hostcalls::define_metric(MetricType::Histogram, &format!("{}.{suffix}", crate::metrics::TPOT_PREFIX)).ok()?;
+            t.insert(key, (ttft, tpot));
+            Some((ttft, tpot))
+        });
+        if let Some((ttft, tpot)) = ids {
+            let _ = hostcalls::record_metric(ttft, times.ttft_us);
+            if let Some(us) = times.tpot_us {
+                let _ = hostcalls::record_metric(tpot, us);
+            }
         }
     }
 

@@ -21,6 +21,7 @@ struct RecordingHost {
     response_chunk: Vec<u8>,
     stored: Vec<Vec<u8>>,
     usage: RefCell<Vec<(String, u64, u64)>>,
+    token_times: RefCell<Vec<(String, String, crate::latency::TokenTimes)>>,
     /// Envoy forgets the request headers once `on_request_headers` continues; the SDK aborts
     /// the VM on a later access, so here it panics.
     headers_released: bool,
@@ -127,6 +128,9 @@ impl Host for RecordingHost {
     fn record_callout_latency(&self, _micros: u64) {}
     fn record_usage(&self, model: &str, prompt_tokens: u64, completion_tokens: u64) {
         self.usage.borrow_mut().push((model.into(), prompt_tokens, completion_tokens));
+    }
+    fn record_token_times(&self, model: &str, decision: &str, times: crate::latency::TokenTimes) {
+        self.token_times.borrow_mut().push((model.into(), decision.into(), times));
     }
 }
 
