@@ -110,10 +110,14 @@ pub fn mix_with_context(text: &[(String, f32)], context: Option<&[(String, f32)]
         .collect()
 }
 
-/// Earlier turns (oldest first, as the filter sends them) as one text, newest first, so that
-/// truncation to the encoder's length drops the oldest.
-pub fn context_text<'a>(turns: impl DoubleEndedIterator<Item = &'a str>) -> String {
-    turns.rev().filter(|c| !c.trim().is_empty()).collect::<Vec<_>>().join("\n")
+/// Earlier turns (oldest first, as the filter sends them, each `(role, content)`) as one text:
+/// the user's turns newest first, then the assistant's, newest first. The user's questions
+/// carry the conversation's topic and are short; an assistant answer can fill the encoder's
+/// 128 tokens alone, so with the answers first truncation would drop the very turn that named
+/// the topic. Empty turns are skipped.
+pub fn context_text<'a>(turns: impl DoubleEndedIterator<Item = (&'a str, &'a str)> + Clone) -> String {
+    let of = |user: bool| turns.clone().rev().filter(move |(role, c)| (*role == "user") == user && !c.trim().is_empty()).map(|(_, c)| c);
+    of(true).chain(of(false)).collect::<Vec<_>>().join("\n")
 }
 
 /// What `router-train` fitted on held-out chat-style prompts for a fine-tuned sequence
@@ -228,7 +232,8 @@ mod tests {
     }
 
     #[test]
-    fn context_text_is_newest_first_without_empty_turns() {
-        assert_eq!(context_text(["oldest", " ", "newest"].into_iter()), "newest\noldest");
+    fn context_text_puts_user_turns_first_newest_first_without_empty_turns() {
+        let turns = [("user", "first question"), ("assistant", "first answer"), ("user", " "), ("user", "second question"), ("assistant", "second answer")];
+        assert_eq!(context_text(turns.into_iter()), "second question\nfirst question\nsecond answer\nfirst answer");
     }
 }

@@ -455,6 +455,6 @@ impl Engine {
 }
 
 fn context_text(turns: &[Turn]) -> String {
-    crate::category_head::context_text(turns.iter().map(|t| t.content.as_str()))
+    crate::category_head::context_text(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())))
 }
 

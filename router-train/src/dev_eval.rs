@@ -19,7 +19,7 @@ use crate::metrics::Confusion;
 use crate::sets::DevSets;
 
 /// The filter's default number of earlier turns sent with the last user message.
-const CONTEXT_TURNS: usize = 2;
+const CONTEXT_TURNS: usize = 4;
 /// Weight of the earlier turns in the prompt vector before the head learnt `no_topic`
 /// (`classifier.category_model.context_weight`), for the multi-turn comparison.
 const OLD_CONTEXT_WEIGHT: f32 = 0.3;
@@ -85,7 +85,7 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
         let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
         let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a second encoder pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
-        tuned_multiturn = Some(d.multiturn_kept);
+        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>()));
         tuned_json = d.json();
     }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
@@ -114,12 +114,18 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
     let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
     let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
-    if let Some(k) = tuned_multiturn {
-        let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(k));
+    if let Some((k, _)) = &tuned_multiturn {
+        let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(*k));
     }
     let _ = writeln!(md, "| head, `no_topic` mix: P(c given the last message) + P(no_topic given it) × P(c given the earlier turns) | {} |", pct(kept as f64 / m));
     let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
     let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
+    if let Some((_, misses)) = tuned_multiturn.filter(|(_, m)| !m.is_empty()) {
+        let _ = writeln!(md, "\nWhat the fine-tuned encoder missed:\n\n| last message | conversation | chosen | P(no_topic) |\n|---|---|---|---|");
+        for line in misses {
+            let _ = writeln!(md, "{line}");
+        }
+    }
 
     // ------------------------------------------------------------ guard
     let guard = HeadDetector::load(jailbreak_head, DIM)?;
@@ -186,6 +192,16 @@ pub struct SequenceDev {
     pub ece: f64,
     pub multiturn_kept: f64,
     pub multiturn_n: usize,
+    /// The follow-ups that lost the conversation's category, for reading what limits it.
+    pub multiturn_misses: Vec<MultiturnMiss>,
+}
+
+pub struct MultiturnMiss {
+    pub last: String,
+    pub expected: String,
+    pub chosen: String,
+    /// P(no_topic | last message): low when the follow-up looked like a topic of its own.
+    pub no_topic: f32,
 }
 
 impl SequenceDev {
@@ -214,6 +230,31 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
     let requests: Vec<(String, String)> = dev.multiturn.iter().map(|c| c.as_request(CONTEXT_TURNS)).collect();
     let last = probs(logits_of(&requests.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?);
     let context = probs(logits_of(&requests.iter().map(|r| r.1.clone()).collect::<Vec<_>>())?);
-    let kept = (0..my.len()).filter(|&i| top(&categorize(labels, &last[i], Some(&context[i])), &categories).0 == my[i]).count();
-    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept as f64 / my.len().max(1) as f64, multiturn_n: my.len() })
+    let no_topic = labels.iter().position(|l| l == NO_TOPIC);
+    let multiturn_misses: Vec<MultiturnMiss> = (0..my.len())
+        .filter_map(|i| {
+            let chosen = top(&categorize(labels, &last[i], Some(&context[i])), &categories).0;
+            (chosen != my[i]).then(|| MultiturnMiss {
+                last: requests[i].0.clone(),
+                expected: categories[my[i]].clone(),
+                chosen: categories[chosen].clone(),
+                no_topic: no_topic.map_or(0.0, |k| last[i][k]),
+            })
+        })
+        .collect();
+    let kept = my.len() - multiturn_misses.len();
+    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept as f64 / my.len().max(1) as f64, multiturn_n: my.len(), multiturn_misses })
+}
+
+/// `router-train dev-eval`: the saved sequence classifier in `model_dir` on the dev sets.
+pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
+    let model = classifier_svc::model::Model::<burn::backend::Flex>::load(model_dir, &Default::default(), &Default::default())?;
+    let temperature = classifier_svc::category_head::calibration_of(model_dir)?.temperature;
+    let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
+    println!("{}: chat dev n {} accuracy {:.4} macro-F1 {:.4} ECE {:.3} (temperature {temperature:.2})", model_dir.display(), d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
+    println!("multi-turn n {} kept {:.4}", d.multiturn_n, d.multiturn_kept);
+    for m in &d.multiturn_misses {
+        println!("  missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use router_train::{data, embed::Embedder, eval, finetune, sets, train};
+use router_train::{data, dev_eval, embed::Embedder, eval, finetune, sets, train};
 
 #[derive(Parser)]
 #[command(version, about = "Data, training and evaluation of the router's classifier heads")]
@@ -124,6 +124,13 @@ enum Cmd {
         #[arg(long)]
         to: PathBuf,
     },
+    /// A fine-tuned category model on the chat-style development sets only (accuracy, ECE,
+    /// multi-turn kept and the follow-ups it missed), from its saved weights on the CPU: the
+    /// quick look between training runs; `eval` writes the full report.
+    DevEval {
+        #[arg(long, default_value = "models/category-model")]
+        model: PathBuf,
+    },
     /// Evaluate both heads and the embedding-similarity baseline; writes a Markdown report.
     Eval {
         #[command(flatten)]
@@ -184,6 +191,7 @@ fn main() -> Result<()> {
         Cmd::FinetuneCategory { src, args } => finetune::run(train::Task::Category, &src.sources(), &args).map(|_| ()),
         Cmd::FinetuneJailbreak { src, args } => finetune::run(train::Task::Jailbreak, &src.sources(), &args).map(|_| ()),
         Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
+        Cmd::DevEval { model } => dev_eval::print_sequence_model(&model, &sets::SetDirs::default().dev),
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;

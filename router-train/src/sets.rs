@@ -47,11 +47,11 @@ pub struct GuardPrompt {
 
 impl Conversation {
     /// What the filter sends for this conversation with `context_turns` earlier turns (the
-    /// filter's default is 2): the last user message, and the text the sidecar embeds for the
+    /// filter's default is 4): the last user message, and the text the sidecar embeds for the
     /// turns before it.
     pub fn as_request(&self, context_turns: usize) -> (String, String) {
         let last = self.messages.iter().rposition(|m| m.role == "user").unwrap_or(0);
-        let earlier: Vec<&str> = self.messages[..last].iter().map(|m| m.content.as_str()).collect();
+        let earlier: Vec<(&str, &str)> = self.messages[..last].iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
         let from = earlier.len().saturating_sub(context_turns);
         let context = classifier_svc::category_head::context_text(earlier[from..].iter().copied());
         (self.messages[last].content.clone(), context)

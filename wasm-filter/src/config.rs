@@ -77,7 +77,7 @@ impl Default for FilterConfig {
             default_model: String::new(),
             fail_mode: FailMode::Open,
             max_body_bytes: 10 * 1024 * 1024,
-            context_turns: 2,
+            context_turns: 4,
             max_classify_bytes: 4096,
             routed_paths: vec![
                 "/v1/chat/completions".into(),
