@@ -130,6 +130,9 @@ enum Cmd {
     DevEval {
         #[arg(long, default_value = "models/category-model")]
         model: PathBuf,
+        /// Folder with the development sets (default: the project's `router-train/sets`).
+        #[arg(long)]
+        dev_dir: Option<PathBuf>,
     },
     /// Evaluate both heads and the embedding-similarity baseline; writes a Markdown report.
     Eval {
@@ -191,7 +194,7 @@ fn main() -> Result<()> {
         Cmd::FinetuneCategory { src, args } => finetune::run(train::Task::Category, &src.sources(), &args).map(|_| ()),
         Cmd::FinetuneJailbreak { src, args } => finetune::run(train::Task::Jailbreak, &src.sources(), &args).map(|_| ()),
         Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
-        Cmd::DevEval { model } => dev_eval::print_sequence_model(&model, &sets::SetDirs::default().dev),
+        Cmd::DevEval { model, dev_dir } => dev_eval::print_sequence_model(&model, &dev_dir.unwrap_or(sets::SetDirs::default().dev)),
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);
             let mut e = embedder(&common)?;
