@@ -541,6 +541,9 @@ impl Config {
         let env = crate::schema::env_overrides(std::env::vars())?;
         let mut cfg = Self::from_tree(tree, &env).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
         cfg.source = Some(path.to_path_buf());
+        if let Some(c) = COMMAND_LINE.get() {
+            c.apply(&mut cfg);
+        }
         Ok(cfg)
     }
 
@@ -822,6 +825,37 @@ impl Config {
     }
 }
 
+/// What `serve`'s command line set (`--listen`, `--metrics-listen`, `--device`). Like the `SR__`
+/// variables, it applies to every load of the file, hot reloads included, so that a reload
+/// neither drops it nor reports those restart-only keys as changed.
+#[derive(Debug, Clone, Default)]
+pub struct CommandLine {
+    pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub device: Option<Device>,
+}
+
+static COMMAND_LINE: std::sync::OnceLock<CommandLine> = std::sync::OnceLock::new();
+
+impl CommandLine {
+    /// Makes these the overrides of every later [`Config::load`] in this process (once).
+    pub fn install(self) {
+        let _ = COMMAND_LINE.set(self);
+    }
+
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(l) = &self.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(m) = &self.metrics_listen {
+            cfg.server.metrics_listen = m.clone();
+        }
+        if let Some(d) = self.device {
+            cfg.bert_model.device = d;
+        }
+    }
+}
+
 /// Keys read once when the sidecar starts (the engine's models, workers and cache, the
 /// listeners, the reload watcher, tracing); a section stands for every key below it. A hot
 /// reload swaps in everything else: the policy (categories, signals, decisions, plugins),
@@ -930,6 +964,17 @@ mod tests {
         ))
         .unwrap();
         assert!(restart_only_changes(&old, &policy).is_empty(), "{:?}", restart_only_changes(&old, &policy));
+    }
+
+    #[test]
+    fn command_line_settings_are_not_reported_as_changed_on_reload() {
+        let command_line = CommandLine { listen: Some("127.0.0.1:7001".into()), metrics_listen: Some(String::new()), device: None };
+        let mut started = with("");
+        command_line.apply(&mut started);
+        let mut reloaded = with("");
+        assert_eq!(restart_only_changes(&started, &reloaded), ["server.listen", "server.metrics_listen"]);
+        command_line.apply(&mut reloaded);
+        assert!(restart_only_changes(&started, &reloaded).is_empty());
     }
 
     #[test]

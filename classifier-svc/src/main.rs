@@ -133,13 +133,8 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Serve { common, listen, metrics_listen } = cli.command {
         // The config first: it says whether spans are exported (config loading logs nothing).
-        let mut cfg = common.load()?;
-        if let Some(l) = listen {
-            cfg.server.listen = l;
-        }
-        if let Some(m) = metrics_listen {
-            cfg.server.metrics_listen = m;
-        }
+        classifier_svc::config::CommandLine { listen, metrics_listen, device: common.device }.install();
+        let mut cfg = Config::load(&common.config)?;
         cfg.validate()?;
         let provider = classifier_svc::telemetry::provider(&cfg.observability.tracing)?;
         let tracer = provider.as_ref().map(|p| {
