@@ -143,7 +143,10 @@ mod tests {
         let c = conv(&[("user", "causes of WW1?"), ("assistant", "Alliances and nationalism."), ("user", "and then?"), ("assistant", "The war spread."), ("user", "why?")]);
         let (text, context) = c.as_request(2);
         assert_eq!(text, "why?");
-        // The two turns before the last message, newest first.
-        assert_eq!(context, "The war spread.\nand then?");
+        // The two turns before the last message: the user's first, then the answer.
+        assert_eq!(context, "and then?\nThe war spread.");
+        // Four turns reach the question that set the topic; user turns newest first.
+        let (_, context) = c.as_request(4);
+        assert_eq!(context, "and then?\ncauses of WW1?\nThe war spread.\nAlliances and nationalism.");
     }
 }
