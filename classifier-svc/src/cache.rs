@@ -383,6 +383,7 @@ pub mod layer {
     use super::*;
     use crate::config::{Config, SemanticCacheConfig};
     use crate::metrics::Metrics;
+    use route_policy::model::ResponseCacheAction;
     use router_proto::v1::{CacheHit, ClassifyRequest, Decision};
     use std::sync::Arc;
 
@@ -392,12 +393,22 @@ pub mod layer {
         metrics: Arc<Metrics>,
     }
 
-    /// Why a request does not use the cache (`None`: it does).
-    pub fn bypass_reason(req: &ClassifyRequest, decision: &Decision, config: &Config) -> Option<&'static str> {
+    /// Why a request does not use the cache (`None`: it does). `action` is the cache action of
+    /// the decision that routed it: when there is one it decides, whatever the global
+    /// `semantic_cache.enabled` (a decision may use the cache while it is off, or skip it while
+    /// it is on); without one (no cache plugin, or no decision matched) the global switch does.
+    pub fn bypass_reason(
+        req: &ClassifyRequest,
+        decision: &Decision,
+        action: Option<ResponseCacheAction>,
+        config: &Config,
+    ) -> Option<&'static str> {
         let sc: &SemanticCacheConfig = &config.semantic_cache;
         let traits = req.traits.clone().unwrap_or_default();
-        if !sc.enabled {
-            return Some("disabled");
+        match action {
+            Some(a) if !a.enabled => return Some("decision_disabled"),
+            None if !sc.enabled => return Some("disabled"),
+            _ => {}
         }
         if decision.block.is_some() || decision.selected_model.is_empty() {
             return Some("blocked");
@@ -412,10 +423,6 @@ pub mod layer {
             if t > max {
                 return Some("temperature");
             }
-        }
-        let category = config.categories.iter().find(|c| c.name == decision.category);
-        if category.and_then(|c| c.semantic_cache_enabled) == Some(false) {
-            return Some("category_disabled");
         }
         None
     }
@@ -435,19 +442,23 @@ pub mod layer {
             }
         }
 
-        /// Sets `cache_hit` (or `cache_store` on a miss) on the decision.
-        pub fn apply(&self, req: &ClassifyRequest, prompt: &[f32], decision: &mut Decision, config: &Config) {
-            if bypass_reason(req, decision, config).is_some() {
+        /// Sets `cache_hit` (or `cache_store` on a miss) on the decision; `action` is the cache
+        /// action of the decision that routed the request (see [`bypass_reason`]).
+        pub fn apply(
+            &self,
+            req: &ClassifyRequest,
+            prompt: &[f32],
+            decision: &mut Decision,
+            action: Option<ResponseCacheAction>,
+            config: &Config,
+        ) {
+            if bypass_reason(req, decision, action, config).is_some() {
                 return;
             }
             let traits = req.traits.clone().unwrap_or_default();
             let scope = Scope { tenant: req.tenant.clone(), model: decision.selected_model.clone(), salt: traits.cache_salt };
-            let threshold = config
-                .categories
-                .iter()
-                .find(|c| c.name == decision.category)
-                .and_then(|c| c.semantic_cache_similarity_threshold)
-                .unwrap_or(config.semantic_cache.similarity_threshold);
+            let threshold =
+                action.and_then(|a| a.similarity_threshold).unwrap_or(config.semantic_cache.similarity_threshold);
             let t = Instant::now();
             let hit = self.cache.lookup(&scope, prompt, threshold);
             self.metrics.cache_lookup_seconds.observe(t.elapsed().as_secs_f64());
@@ -479,6 +490,66 @@ pub mod layer {
             self.metrics.cache_entries.set(stats.entries as i64);
             self.metrics.cache_evictions.set(stats.evictions as i64);
             true
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn config(global: bool) -> Config {
+            Config::from_yaml(&format!(
+                "bert_model: {{ model_id: m }}\ndefault_model: d\nsemantic_cache: {{ enabled: {global}, similarity_threshold: 0.95 }}\ncategories:\n  - {{ name: a, description: x, model_scores: [{{ model: m1, score: 1.0 }}] }}\n"
+            ))
+            .unwrap()
+        }
+
+        fn request(id: &str) -> ClassifyRequest {
+            ClassifyRequest { request_id: id.into(), ..Default::default() }
+        }
+
+        fn routed() -> Decision {
+            Decision { selected_model: "m1".into(), decision: "a".into(), ..Default::default() }
+        }
+
+        fn action(enabled: bool, similarity_threshold: Option<f32>) -> Option<ResponseCacheAction> {
+            Some(ResponseCacheAction { enabled, similarity_threshold })
+        }
+
+        #[test]
+        fn the_decision_action_overrides_the_global_switch_both_ways() {
+            let (on, off) = (config(true), config(false));
+            let reason = |a, c: &Config| bypass_reason(&request("r"), &routed(), a, c);
+            assert_eq!(reason(None, &on), None, "no plugin: the global switch");
+            assert_eq!(reason(None, &off), Some("disabled"));
+            assert_eq!(reason(action(true, None), &off), None, "a decision turns the cache on for itself");
+            assert_eq!(reason(action(false, None), &on), Some("decision_disabled"));
+            // Enabled by the decision, the request-level bypasses still hold.
+            let skip = ClassifyRequest {
+                traits: Some(router_proto::v1::RequestTraits { skip_cache: true, ..Default::default() }),
+                ..request("r")
+            };
+            assert_eq!(bypass_reason(&skip, &routed(), action(true, None), &off), Some("client_skip"));
+        }
+
+        #[test]
+        fn the_decision_threshold_replaces_the_global_one() {
+            let cfg = config(false);
+            let layer = CacheLayer::new(&cfg.semantic_cache, Arc::new(Metrics::new()));
+            let stored = [1.0f32, 0.0];
+            let mut d = routed();
+            layer.apply(&request("r1"), &stored, &mut d, action(true, None), &cfg);
+            assert!(d.cache_store && d.cache_hit.is_none());
+            assert!(layer.store("r1", br#"{"object":"chat.completion"}"#.to_vec()));
+            // A paraphrase at cosine 0.9: under the global 0.95, over the decision's 0.85.
+            let near = [0.9f32, (1.0f32 - 0.81).sqrt()];
+            let mut d = routed();
+            layer.apply(&request("r2"), &near, &mut d, action(true, None), &cfg);
+            assert!(d.cache_hit.is_none() && d.cache_store, "global threshold 0.95");
+            let mut d = routed();
+            layer.apply(&request("r3"), &near, &mut d, action(true, Some(0.85)), &cfg);
+            let hit = d.cache_hit.expect("decision threshold 0.85");
+            assert!((hit.similarity - 0.9).abs() < 1e-5);
         }
     }
 }

@@ -662,6 +662,11 @@ impl Config {
                             SystemPromptMode::Replace => route_policy::model::SystemPromptMode::Replace,
                         },
                     }),
+                    response_cache: route_policy::legacy::response_cache(
+                        c.semantic_cache_enabled,
+                        c.semantic_cache_similarity_threshold,
+                        self.semantic_cache.enabled,
+                    ),
                 }
             })
             .collect();
@@ -676,9 +681,6 @@ impl Config {
         let sc = &self.semantic_cache;
         if !(0.0..=1.0).contains(&sc.similarity_threshold) {
             bail!("semantic_cache.similarity_threshold: must be in [0, 1], got {}", sc.similarity_threshold);
-        }
-        if sc.enabled && (sc.max_entries == 0 || sc.ttl_seconds == 0) {
-            bail!("semantic_cache: max_entries and ttl_seconds must be positive when enabled");
         }
         for (i, c) in self.categories.iter().enumerate() {
             if let Some(t) = c.semantic_cache_similarity_threshold {
@@ -790,7 +792,17 @@ impl Config {
         if !self.v03 {
             self.policy = self.legacy_policy();
         }
+        let sc = &self.semantic_cache;
+        if self.cache_in_use() && (sc.max_entries == 0 || sc.ttl_seconds == 0) {
+            bail!("semantic_cache: max_entries and ttl_seconds must be positive while the cache is on (globally or for a decision)");
+        }
         Ok(())
+    }
+
+    /// Whether any request may use the semantic cache: the global switch is on, or a decision
+    /// turns it on for itself (see [`crate::cache::layer::bypass_reason`]).
+    pub fn cache_in_use(&self) -> bool {
+        self.semantic_cache.enabled || self.policy.enables_cache()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr> {
@@ -964,6 +976,18 @@ mod tests {
         ))
         .unwrap();
         assert!(restart_only_changes(&old, &policy).is_empty(), "{:?}", restart_only_changes(&old, &policy));
+    }
+
+    #[test]
+    fn a_decision_that_turns_the_cache_on_needs_the_cache_limits() {
+        let v03 = |enabled: bool| {
+            Config::from_yaml(&format!(
+                "version: v0.3\nsemantic_cache: {{ enabled: false, max_entries: 0 }}\nproviders: {{ defaults: {{ default_model: d }} }}\nrouting:\n  decisions:\n    - {{ name: a, rules: {{ operator: AND }}, plugins: [{{ type: semantic-cache, configuration: {{ enabled: {enabled} }} }}] }}\n"
+            ))
+        };
+        assert!(v03(false).is_ok(), "the cache is off everywhere: its limits do not matter");
+        let e = format!("{:#}", v03(true).unwrap_err());
+        assert!(e.starts_with("semantic_cache: max_entries"), "{e}");
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub struct Engine {
     pub dim: usize,
     /// The jailbreak guard; `None`: not configured.
     pub guard: Option<Classifier<dyn JailbreakDetector>>,
-    /// The semantic cache (consulted only while `semantic_cache.enabled`).
+    /// The semantic cache. Built at start whatever the switches (empty, it costs nothing), so a
+    /// reload that turns the cache on, globally or for one decision, applies without a restart;
+    /// whether a request uses it is [`crate::cache::layer::bypass_reason`].
     pub cache: Arc<CacheLayer>,
     /// The category classifier; `None`: categories are matched by embedding similarity.
     pub category: Option<Classifier<crate::category_head::CategoryHead>>,
@@ -444,11 +446,12 @@ impl Engine {
             }
         }
         // Per signal family: `signal_<family>` stages (the model passes are their own stages).
-        let mut d = router.decide_timed(&prompt, &signals, &mut |kind, took| {
+        let routed = router.decide_timed(&prompt, &signals, &mut |kind, took| {
             self.metrics.stage_seconds.with_label_values(&[&format!("signal_{}", kind.as_str())]).observe(took.as_secs_f64());
         });
         stage("policy", s);
-        self.cache.apply(req, &prompt, &mut d, config);
+        let mut d = routed.decision;
+        self.cache.apply(req, &prompt, &mut d, routed.cache, config);
         d.processing_micros = t.elapsed().as_micros().min(u32::MAX as u128) as u32;
         Ok((d, pii_types))
     }

@@ -79,6 +79,15 @@ pub struct Router {
     pub v03: bool,
 }
 
+/// A routing decision, with what the sidecar still acts on after routing.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub decision: Decision,
+    /// The cache action of the decision that matched (`None`: it has no cache plugin, or no
+    /// decision matched), carried here so the cache layer need not find the decision again.
+    pub cache: Option<route_policy::model::ResponseCacheAction>,
+}
+
 /// What the guard and the PII detectors found for one request.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
@@ -299,16 +308,17 @@ impl Router {
     /// The full decision: category, the policy's decision over the signals, guard verdict,
     /// PII policy, reasoning and system prompt.
     pub fn decide_with(&self, prompt: &[f32], signals: &Signals) -> Decision {
-        self.decide_timed(prompt, signals, &mut |_, _| {})
+        self.decide_timed(prompt, signals, &mut |_, _| {}).decision
     }
 
-    /// [`Router::decide_with`], reporting the time each signal family of the policy took.
+    /// [`Router::decide_with`] with the matched decision's cache action, reporting the time each
+    /// signal family of the policy took.
     pub fn decide_timed(
         &self,
         prompt: &[f32],
         signals: &Signals,
         timed: &mut dyn FnMut(route_policy::SignalKind, std::time::Duration),
-    ) -> Decision {
+    ) -> Routed {
         let scores = match &signals.category_probabilities {
             Some(probs) => self.head_scores(probs),
             None => self.scores(prompt),
@@ -342,6 +352,7 @@ impl Router {
         let (matched, selection) = route_policy::eval::evaluate_timed(&self.policy, &self.candidates, &input, timed);
         d.matched_signals = matched.names();
         let chosen = selection.map(|s| (&self.policy.decisions[s.decision], s.confidence));
+        let cache = chosen.and_then(|(spec, _)| spec.actions.response_cache);
         let mut model_ref: Option<&route_policy::ModelRef> = None;
         match chosen {
             Some((spec, confidence)) => {
@@ -386,13 +397,13 @@ impl Router {
             if let Some(message) = &a.fast_response {
                 d.local_reply = Some(LocalReply { message: message.clone() });
                 d.set_reason(Reason::FastResponse);
-                return d;
+                return Routed { decision: d, cache };
             }
         }
         // A v0.3 policy treats jailbreak and PII as signals only: decisions act on them.
         if self.v03 {
             self.finish(&mut d, model_ref.map(|m| (m.model.as_str(), m)), actions);
-            return d;
+            return Routed { decision: d, cache };
         }
         let cat = cat.map(|(c, _)| c);
 
@@ -418,7 +429,7 @@ impl Router {
                             g.label, g.probability
                         ),
                     });
-                    return d;
+                    return Routed { decision: d, cache };
                 }
             }
         }
@@ -471,7 +482,7 @@ impl Router {
                                 ),
                             });
                             d.pii = Some(PiiVerdict { violation: true, types: denied.iter().map(|t| t.to_string()).collect() });
-                            return d;
+                            return Routed { decision: d, cache };
                         }
                     }
                 }
@@ -486,7 +497,7 @@ impl Router {
             let r = model_ref.filter(|m| m.wire_name() == selected);
             self.finish(&mut d, Some((selected.as_str(), r.unwrap_or(&route_policy::ModelRef::default()))), actions);
         }
-        d
+        Routed { decision: d, cache }
     }
 
     /// Reasoning and system prompt of the chosen model reference and decision.

@@ -58,7 +58,7 @@ fn the_example_loads_and_lists_what_it_does_not_implement() {
     assert_eq!(cfg.policy.decisions.len(), 10);
     assert_eq!(cfg.categories.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["math", "physics", "computer science", "history"]);
     assert!(cfg.prompt_guard.enabled);
-    for key in ["listeners", "global", "routing.decisions[9].plugins[0] (type response_cache)"] {
+    for key in ["listeners", "global"] {
         assert!(cfg.ignored_keys.iter().any(|k| k == key), "{key} not in {:?}", cfg.ignored_keys);
     }
     assert_eq!(cfg.model_config["deepseek-r1-math"].reasoning_family.as_deref(), Some("deepseek"));

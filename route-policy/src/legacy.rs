@@ -2,7 +2,10 @@
 //! signal, and a decision of the same name routes it to its models, best score first. Only one
 //! domain matches a request (the classifier's winning category), so priorities do not matter.
 
-use crate::model::{Actions, Algorithm, DecisionSpec, DomainSignal, ModelRef, Policy, Rule, SignalKind, SystemPromptAction};
+use crate::model::{
+    Actions, Algorithm, DecisionSpec, DomainSignal, ModelRef, Policy, ResponseCacheAction, Rule, SignalKind,
+    SystemPromptAction,
+};
 
 /// One category of the old format, as the policy needs it.
 #[derive(Debug, Clone)]
@@ -13,6 +16,19 @@ pub struct Category {
     /// Model preferences in file order (`score` in `weight`).
     pub model_scores: Vec<ModelRef>,
     pub system_prompt: Option<SystemPromptAction>,
+    /// See [`response_cache`].
+    pub response_cache: Option<ResponseCacheAction>,
+}
+
+/// A category's `semantic_cache_enabled` and `semantic_cache_similarity_threshold` as its
+/// decision's cache action (`None` when it sets neither: the global settings apply). In this
+/// format the global `semantic_cache.enabled` gates every category, as in vLLM Semantic Router,
+/// where a category's switch only narrows it; so the action is on only when both are.
+pub fn response_cache(enabled: Option<bool>, similarity_threshold: Option<f32>, global_enabled: bool) -> Option<ResponseCacheAction> {
+    if enabled.is_none() && similarity_threshold.is_none() {
+        return None;
+    }
+    Some(ResponseCacheAction { enabled: global_enabled && enabled.unwrap_or(true), similarity_threshold })
 }
 
 /// The policy of an old-format file.
@@ -36,7 +52,11 @@ pub fn policy(categories: &[Category], default_model: &str) -> Policy {
             rule: Rule::Signal { kind: SignalKind::Domain, name: c.name.clone() },
             model_refs: ranked,
             algorithm: Algorithm::Static,
-            actions: Actions { system_prompt: c.system_prompt.clone(), ..Default::default() },
+            actions: Actions {
+                system_prompt: c.system_prompt.clone(),
+                response_cache: c.response_cache,
+                ..Default::default()
+            },
         });
     }
     p

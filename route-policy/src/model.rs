@@ -318,6 +318,17 @@ pub struct RequestParams {
     pub max_n: Option<u64>,
 }
 
+/// A decision's semantic-cache setting (the `semantic-cache` / `response_cache` plugin, or the
+/// old format's per-category cache keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResponseCacheAction {
+    /// Whether requests of this decision look up and store answers. It replaces the global
+    /// `semantic_cache.enabled` for the decision, in both directions.
+    pub enabled: bool,
+    /// Cosine similarity a stored prompt needs to answer (0..1); `None`: the global one.
+    pub similarity_threshold: Option<f32>,
+}
+
 /// The typed actions of a decision's plugins.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Actions {
@@ -326,6 +337,8 @@ pub struct Actions {
     /// Envoy answers with this assistant message; the backend never sees the request.
     pub fast_response: Option<String>,
     pub request_params: Option<RequestParams>,
+    /// `None`: the decision follows the global semantic-cache settings.
+    pub response_cache: Option<ResponseCacheAction>,
 }
 
 #[derive(Debug, Clone)]
@@ -422,6 +435,12 @@ impl Policy {
             .map(|e| e.candidates.clone())
             .chain(self.complexity.iter().flat_map(|c| [c.hard.clone(), c.easy.clone()]))
             .collect()
+    }
+
+    /// Whether some decision turns the semantic cache on with its own action (it then needs
+    /// the cache even while the global switch is off).
+    pub fn enables_cache(&self) -> bool {
+        self.decisions.iter().any(|d| d.actions.response_cache.is_some_and(|c| c.enabled))
     }
 
     pub fn decision(&self, name: &str) -> Option<&DecisionSpec> {

@@ -501,10 +501,25 @@ struct RequestParamsConf {
     strip_unknown: Option<bool>,
 }
 
+/// The `semantic-cache` plugin (`response_cache` is the same plugin under vSR's other name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseCacheConf {
+    /// A plain boolean in vSR, so a plugin that leaves it out turns the cache off for the
+    /// decision; read the same way here.
+    #[serde(default)]
+    enabled: bool,
+    similarity_threshold: Option<f32>,
+    /// A per-decision entry lifetime; entries here live `semantic_cache.ttl_seconds`. Accepted,
+    /// not implemented.
+    ttl_seconds: Option<NotImplemented>,
+}
+
+/// The plugin types that set [`Actions::response_cache`].
+pub const CACHE_PLUGINS: &[&str] = &["semantic-cache", "response_cache"];
+
 /// vSR plugin types this router accepts on a decision but does not run.
 pub const PLUGINS_NOT_IMPLEMENTED: &[&str] = &[
-    "response_cache",
-    "semantic-cache",
     "context_compression",
     "tools",
     "tool_selection",
@@ -1013,6 +1028,18 @@ fn plugins(list: &[Plugin], path: &str, not_impl: &mut Vec<String>) -> Result<Ac
                     max_tokens_limit: c.max_tokens_limit,
                     max_n: c.max_n,
                 });
+            }
+            k if CACHE_PLUGINS.contains(&k) => {
+                if let Some(j) = list[..i].iter().position(|o| CACHE_PLUGINS.contains(&o.kind.as_str())) {
+                    bail!("{path}.plugins[{i}].type: a second cache plugin (plugins[{j}] is `{}`)", list[j].kind);
+                }
+                let c: ResponseCacheConf = conf(&pl.configuration, &at)?;
+                let similarity_threshold =
+                    c.similarity_threshold.map(|t| unit(&format!("{at}.similarity_threshold"), t)).transpose()?;
+                if c.ttl_seconds.is_some() {
+                    not_impl.push(format!("{at}.ttl_seconds"));
+                }
+                a.response_cache = Some(model::ResponseCacheAction { enabled: c.enabled, similarity_threshold });
             }
             k if PLUGINS_NOT_IMPLEMENTED.contains(&k) => not_impl.push(format!("{path}.plugins[{i}] (type {k})")),
             k => bail!("{path}.plugins[{i}].type: unknown plugin type `{k}`"),

@@ -1,7 +1,7 @@
 //! The v0.3 reader and the evaluation of signals and decisions, on configs written here.
 
 use route_policy::eval::{self, estimate_tokens, CandidateVectors, Input};
-use route_policy::model::{Aggregation, Algorithm, Rule, SignalKind, Strategy, SystemPromptMode};
+use route_policy::model::{Aggregation, Algorithm, ResponseCacheAction, Rule, SignalKind, Strategy, SystemPromptMode};
 use route_policy::{legacy, v03, ModelRef, Policy};
 
 const CONFIG: &str = r#"
@@ -100,6 +100,8 @@ routing:
             update: [{ name: x-route, value: urgent }]
             delete: [X-Debug]
         - type: response_cache
+          configuration: { enabled: true, ttl_seconds: 60 }
+        - type: memory
           configuration: { enabled: true }
     - name: math
       priority: 200
@@ -117,6 +119,8 @@ routing:
       plugins:
         - type: request_params
           configuration: { blocked_params: [logprobs], max_tokens_limit: 512 }
+        - type: semantic-cache
+          configuration: { similarity_threshold: 0.95 }
     - name: blocked
       priority: 1000
       rules: { operator: OR, conditions: [{ type: jailbreak, name: injection }, { type: pii, name: sensitive }] }
@@ -174,6 +178,12 @@ fn reads_signals_decisions_and_plugins() {
     let rp = p.decision("code").unwrap().actions.request_params.clone().unwrap();
     assert_eq!((rp.blocked_params, rp.max_tokens_limit), (vec!["logprobs".to_string()], Some(512)));
     assert_eq!(p.decision("blocked").unwrap().actions.fast_response.as_deref(), Some("Not here."));
+    // Both spellings of the cache plugin; a missing `enabled` is false, as in vSR.
+    let cache = |name: &str| p.decision(name).unwrap().actions.response_cache;
+    assert_eq!(cache("urgent_math"), Some(ResponseCacheAction { enabled: true, similarity_threshold: None }));
+    assert_eq!(cache("code"), Some(ResponseCacheAction { enabled: false, similarity_threshold: Some(0.95) }));
+    assert_eq!(cache("math"), None, "no plugin: the global settings");
+    assert!(p.enables_cache());
 }
 
 #[test]
@@ -191,7 +201,8 @@ fn keys_not_implemented_are_listed_by_path() {
         assert!(ni.iter().any(|k| k == key), "{key} missing from {ni:?}");
     }
     for prefix in [
-        "routing.decisions[0].plugins[2] (type response_cache)",
+        "routing.decisions[0].plugins[2].configuration.ttl_seconds",
+        "routing.decisions[0].plugins[3] (type memory)",
         "routing.decisions[2].algorithm.type (confidence",
         "routing.decisions[3].rules.conditions[1] (fact_check",
         "routing.signals.structure[1].feature",
@@ -211,6 +222,10 @@ fn unknown_keys_and_bad_values_are_errors_naming_their_path() {
         ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND, conditions: [] }, modelRef: [] }", "routing.decisions[0]", "modelRef"),
         ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: header_mutation, configuration: { ad: [] } }] }", "routing.decisions[0].plugins[0].configuration", "ad"),
         ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: teleport }] }", "routing.decisions[0].plugins[0].type", "teleport"),
+        ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: semantic-cache, configuration: { similarity_threshold: 1.5 } }] }", "routing.decisions[0].plugins[0].configuration.similarity_threshold", "[0, 1]"),
+        ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: response_cache, configuration: { enabled: true, threshold: 0.9 } }] }", "routing.decisions[0].plugins[0].configuration", "threshold"),
+        ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: response_cache, configuration: { enabled: yes } }] }", "routing.decisions[0].plugins[0].configuration.enabled", "boolean"),
+        ("routing:\n  decisions:\n    - { name: a, rules: { operator: AND }, plugins: [{ type: response_cache, configuration: { enabled: true } }, { type: semantic-cache, configuration: { enabled: false } }] }", "routing.decisions[0].plugins[1].type", "second cache plugin"),
         ("routing:\n  signals:\n    context: [{ name: c, min_tokens: lots }]", "routing.signals.context[0].min_tokens", "lots"),
         ("routing:\n  strategy: random", "routing.strategy", "random"),
         ("routing:\n  signals:\n    keywords: [{ name: k, method: ngram, ngram_threshold: 2, keywords: [x] }]", "routing.signals.keywords[0].ngram_threshold", "[0, 1]"),
@@ -335,12 +350,32 @@ fn the_old_format_becomes_one_domain_decision_per_category() {
             ModelRef { model: "big2".into(), weight: Some(0.9), ..Default::default() },
         ],
         system_prompt: None,
+        response_cache: None,
     }];
     let p = legacy::policy(&cats, "general");
     assert_eq!(route(&p, &Input { text: "x", domain: Some(("math", 0.8)), ..Default::default() }).as_deref(), Some("math"));
     let d = &p.decisions[0];
     assert_eq!(d.selected_ref().unwrap().model, "big", "highest score, first listed on ties");
     assert_eq!(route(&p, &Input { text: "x", domain: None, ..Default::default() }), None);
+}
+
+#[test]
+fn the_old_format_cache_keys_become_the_decision_cache_action() {
+    let action = |enabled, similarity_threshold| Some(ResponseCacheAction { enabled, similarity_threshold });
+    assert_eq!(legacy::response_cache(None, None, true), None, "neither key: the global settings");
+    assert_eq!(legacy::response_cache(Some(false), None, true), action(false, None));
+    assert_eq!(legacy::response_cache(None, Some(0.8), true), action(true, Some(0.8)), "a threshold alone keeps the global switch");
+    // The global switch gates every category in this format.
+    assert_eq!(legacy::response_cache(Some(true), Some(0.8), false), action(false, Some(0.8)));
+    let cats = [legacy::Category {
+        name: "math".into(),
+        description: String::new(),
+        mmlu_categories: vec![],
+        model_scores: vec![ModelRef { model: "m".into(), ..Default::default() }],
+        system_prompt: None,
+        response_cache: action(true, Some(0.8)),
+    }];
+    assert_eq!(legacy::policy(&cats, "general").decisions[0].actions.response_cache, action(true, Some(0.8)));
 }
 
 #[test]

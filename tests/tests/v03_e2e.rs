@@ -2,7 +2,8 @@
 //! the real sidecar behind a real Envoy with the filter: keyword, context and domain signals,
 //! a nested AND/OR/NOT decision outranking a plain one, a LoRA name as the model sent, the
 //! decision's plugins (system prompt, upstream header changes, request parameter limits, an
-//! answer from Envoy itself), and the default model when no decision matches.
+//! answer from Envoy itself, the semantic cache on for one decision while the global switch is
+//! off), and the default model when no decision matches.
 
 use router_tests::client::HttpClient;
 use router_tests::envoy::{EnvoyConfig, EnvoyProcess};
@@ -92,11 +93,22 @@ async fn v03_decisions_route_through_envoy() {
     let r = client.post(&url, long, &[]).await.unwrap();
     assert_eq!(route(&r), (Some("long_context".into()), "qwen3-32b".into()), "{:?}", r.headers);
 
+    // The embedding rule → `account_support`, whose semantic-cache plugin turns the cache on
+    // for it although `semantic_cache.enabled` is false: its repeat is answered by Envoy.
+    let billing = ask("how do I change the billing details of my subscription");
+    let r = client.post(&url, billing.clone(), &[]).await.unwrap();
+    assert_eq!((r.header("x-vsr-selected-decision"), r.header("x-vsr-cache-hit")), (Some("account_support"), None), "{:?}", r.headers);
+    // The answer is stored asynchronously after the response.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let repeat = client.post(&url, billing, &[]).await.unwrap();
+    assert_eq!(repeat.header("x-vsr-cache-hit"), Some("true"), "{:?}", repeat.headers);
+    assert_eq!(repeat.body, r.body, "served the stored answer");
+
     // No decision matches: the default model, and no decision header.
     let r = client.post(&url, ask("Tell me a joke about the sea."), &[]).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(route(&r), (None, "qwen3-8b".into()), "{:?}", r.headers);
-    assert_eq!(primary_sim.count(), 4);
+    assert_eq!(primary_sim.count(), 5, "the cache hit never reached a backend");
     assert_eq!(secondary_sim.count(), 3);
     drop(sidecar);
 }
