@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The classifier's GPU measurements in one go, from the repository root of a CUDA machine:
 #   1. burn (CUDA) throughput per batch size at a fixed sequence length, f32 / f16 / bf16;
-#   2. PyTorch/transformers eager on the same model and inputs, fp32 / bf16;
+#   2. PyTorch/transformers on the same model and inputs, fp32 / bf16, eager and compiled
+#      (torch.compile reduce-overhead: CUDA graphs);
 #   3. cold start to SERVING with an empty kernel cache, then again with the cache it left;
 #   4. gRPC latency under open-loop load (the warm server): maximum throughput (closed loop),
 #      then fixed rates at fractions of it.
@@ -10,7 +11,7 @@
 #
 # BIN: a `--features cuda` build of classifier-svc. Results: OUT_DIR/bench.jsonl (one JSON
 # object per line) and the two servers' logs. Knobs: BATCHES, SEQ, BENCH_SECONDS, LOAD_SECONDS,
-# FRACTIONS, CONCURRENCY, DTYPES (burn), TORCH_DTYPES, CONFIG (router config).
+# FRACTIONS, CONCURRENCY, DTYPES (burn), TORCH_DTYPES, TORCH_MODES, CONFIG (router config).
 set -uo pipefail
 
 BIN=${1:?BIN}
@@ -23,6 +24,7 @@ LOAD_SECONDS=${LOAD_SECONDS:-10}
 FRACTIONS=${FRACTIONS:-0.25,0.5,0.75}
 DTYPES=${DTYPES:-f32 f16 bf16}
 TORCH_DTYPES=${TORCH_DTYPES:-fp32,bf16}
+TORCH_MODES=${TORCH_MODES:-eager,compiled}
 CONFIG=${CONFIG:-classifier-svc/config/router.yaml}
 KC=$(mktemp -d)
 mkdir -p "$OUT"
@@ -39,9 +41,9 @@ for dt in $DTYPES; do
         || echo "{\"failed\": \"burn $dt\"}" | tee -a "$J"
 done
 
-echo "== torch: $BATCHES x $SEQ, $TORCH_DTYPES"
-PYTHONUNBUFFERED=1 timeout 240 python3 classifier-svc/scripts/torch_bench.py --model "$MODEL" \
-    --batches "$BATCHES" --seq "$SEQ" --dtypes "$TORCH_DTYPES" --seconds "$SECONDS_PER" | tee -a "$J"
+echo "== torch: $BATCHES x $SEQ, $TORCH_DTYPES, $TORCH_MODES"
+PYTHONUNBUFFERED=1 timeout 480 python3 classifier-svc/scripts/torch_bench.py --model "$MODEL" \
+    --batches "$BATCHES" --seq "$SEQ" --dtypes "$TORCH_DTYPES" --modes "$TORCH_MODES" --seconds "$SECONDS_PER" | tee -a "$J"
 
 # Starts the server with kernel cache $1, log $2; sets SERVER (pid) and STARTUP (seconds to
 # SERVING, or null).
