@@ -90,6 +90,15 @@ impl BertConfig {
 
 impl<B: Backend> BertLayer<B> {
     pub fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
+        // On flex with AVX-512 the whole layer runs in fused CPU kernels.
+        if let Some(y) = super::cpu_kernels::bert_layer(self, &x, bias.as_ref()) {
+            return y;
+        }
+        self.forward_ops(x, bias)
+    }
+
+    /// The layer in burn ops: every other backend, and the reference for the CPU kernels.
+    pub fn forward_ops(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
         let ctx = multi_head_attention(self.qkv.forward(x.clone()), self.n_heads, None, bias);
         let x = self.attn_norm.forward(self.attn_out.forward(ctx) + x);
         let y = self

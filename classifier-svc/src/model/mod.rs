@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod common;
+mod cpu_kernels;
 pub mod head;
 pub mod load;
 pub use load::LoadOptions;
