@@ -8,7 +8,7 @@
 //! - [`batcher`]: dynamic batching of concurrent requests.
 //! - [`engine`]: the models, loaded once, the policy snapshot and the request path to a
 //!   decision; [`server`]: the gRPC server (`Classify`, `Embed`, health) and [`server::serve`],
-//!   counted per method by [`rpc_metrics`].
+//!   counted, timed and traced per method by [`rpc_layer`].
 
 pub mod batcher;
 pub mod bench;
@@ -25,7 +25,7 @@ pub mod pii;
 pub mod pii_model;
 pub mod policy;
 pub mod reload;
-pub mod rpc_metrics;
+pub mod rpc_layer;
 pub mod schema;
 pub mod server;
 pub mod telemetry;

@@ -50,11 +50,9 @@ impl Classifier for ClassifierService {
         &self,
         request: Request<ClassifyRequest>,
     ) -> Result<Response<ClassifyResponse>, Status> {
-        let parent = crate::telemetry::remote_context(request.metadata());
         let req = request.into_inner();
+        // A child of the call's span (crate::rpc_layer), which joined the client's trace.
         let span = info_span!("classify", request_id = %req.request_id);
-        // Without the OpenTelemetry layer (tracing off) there is nothing to join.
-        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
         let result = match self.engine() {
             Ok(engine) => engine.classify_observed(&req).instrument(span.clone()).await.map_err(to_status),
             Err(s) => Err(s),
@@ -170,8 +168,8 @@ pub async fn serve_with_listeners(
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            // Counts and times every call per method (crate::rpc_metrics).
-            .layer(crate::rpc_metrics::RpcMetricsLayer::new(metrics.clone()))
+            // Counts, times and traces every call per method (crate::rpc_layer).
+            .layer(crate::rpc_layer::RpcLayer::new(metrics.clone()))
             .add_service(health)
             .add_service(SemanticCacheServer::new(svc.clone()))
             .add_service(ClassifierServer::new(svc))

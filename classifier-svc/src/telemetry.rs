@@ -82,27 +82,21 @@ pub fn provider(cfg: &TracingConfig) -> Result<Option<SdkTracerProvider>> {
     ))
 }
 
-/// The caller's trace context from gRPC request metadata (`traceparent`, `tracestate`); an
-/// empty context when there is none or it is malformed.
-pub fn remote_context(metadata: &tonic::metadata::MetadataMap) -> opentelemetry::Context {
-    TraceContextPropagator::new().extract(&MetadataExtractor(metadata))
+/// The caller's trace context from a gRPC call's metadata (its HTTP/2 headers: `traceparent`,
+/// `tracestate`); an empty context when there is none or it is malformed.
+pub fn remote_context(headers: &tonic::codegen::http::HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
 }
 
-struct MetadataExtractor<'a>(&'a tonic::metadata::MetadataMap);
+struct HeaderExtractor<'a>(&'a tonic::codegen::http::HeaderMap);
 
-impl Extractor for MetadataExtractor<'_> {
+impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).and_then(|v| v.to_str().ok())
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0
-            .keys()
-            .filter_map(|k| match k {
-                tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
-                tonic::metadata::KeyRef::Binary(_) => None,
-            })
-            .collect()
+        self.0.keys().map(|k| k.as_str()).collect()
     }
 }
 
@@ -113,15 +107,15 @@ mod tests {
 
     #[test]
     fn the_callers_traceparent_becomes_the_remote_parent() {
-        let mut md = tonic::metadata::MetadataMap::new();
-        md.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
-        let cx = remote_context(&md);
+        let mut headers = tonic::codegen::http::HeaderMap::new();
+        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+        let cx = remote_context(&headers);
         let span = cx.span();
         let sc = span.span_context();
         assert!(sc.is_remote() && sc.is_sampled());
         assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
-        assert!(!remote_context(&tonic::metadata::MetadataMap::new()).span().span_context().is_valid());
+        assert!(!remote_context(&tonic::codegen::http::HeaderMap::new()).span().span_context().is_valid());
     }
 
     #[test]

@@ -230,14 +230,17 @@ async fn sidecar_spans_join_the_clients_trace_over_otlp() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let spans = loop {
         let spans: Vec<_> = collector.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect();
-        if spans.iter().any(|s| s.name == "classify") && spans.iter().any(|s| s.name == "embed") {
+        let named = |name: &str| spans.iter().any(|s| s.name == name);
+        if named("semantic_router.v1.Classifier/Classify") && named("classify") && named("embed") {
             break spans;
         }
-        assert!(std::time::Instant::now() < deadline, "no classify/embed spans in the client's trace: {:?}", collector.spans.lock().unwrap().iter().map(|s| (s.name.clone(), hex(&s.trace_id))).collect::<Vec<_>>());
+        assert!(std::time::Instant::now() < deadline, "no call/classify/embed spans in the client's trace: {:?}", collector.spans.lock().unwrap().iter().map(|s| (s.name.clone(), hex(&s.trace_id))).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let rpc = spans.iter().find(|s| s.name == "semantic_router.v1.Classifier/Classify").expect("the call's span");
+    assert_eq!(hex(&rpc.parent_span_id), parent_id, "the call's span's parent is the client's span");
     let classify = spans.iter().find(|s| s.name == "classify").unwrap();
-    assert_eq!(hex(&classify.parent_span_id), parent_id, "the request span's parent is the client's span");
+    assert_eq!(classify.parent_span_id, rpc.span_id, "the request span is a child of the call's span");
     let embed = spans.iter().find(|s| s.name == "embed").unwrap();
     assert_eq!(embed.parent_span_id, classify.span_id, "stages are children of the request span");
 }
