@@ -111,14 +111,17 @@ build: build-wasm
 run: setup build heads category-model
     ./target/release/local-stack
 
-# Every test: filter logic (native), the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
+# One profile (release) for every crate: the dependencies they share (tokio, tonic, prost, serde,
+# burn) compile once, and the end-to-end tests start the same release sidecar they test against.
+# Every test: filter logic (native), routing policy, the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
 test: setup build-wasm eg-build
-    cargo test -p wasm-filter
+    cargo test --release -p wasm-filter
+    cargo test --release -p route-policy
     cargo test --release -p classifier-svc
     cargo build --release -p classifier-svc
-    cargo test -p eg-extension
+    cargo test --release -p eg-extension
     cargo test --release -p router-train
-    cargo test -p router-tests
+    cargo test --release -p router-tests
 
 # All benchmarks.
 bench: bench-overhead bench-extproc bench-dynamo bench-cache bench-filter bench-onnx
@@ -140,7 +143,7 @@ bench-extproc requests="1000" concurrency="1,16,64": setup build-wasm
 
 # Regenerate deploy/base/classifier-config.yaml from classifier-svc/config/router.yaml.
 deploy-config:
-    UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests
+    UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test deploy_manifests
 
 # The GPU Kind end-to-end profile (needs a GPU VM with Docker + NVIDIA runtime, kind, kubectl, helm).
 e2e-kind:
