@@ -2,11 +2,11 @@
 //! with a sequence classification head on a task's data set, generic over an autodiff backend
 //! (CPU, or CUDA with the `cuda` feature).
 //!
-//! The model is HF's `BertForSequenceClassification`: encoder → `[CLS]` hidden state → pooler
-//! (`tanh(dense)`) → dropout → linear classifier. That is the head the sidecar already serves
-//! (`Head::BertSequence`), so the output directory is a standard HF checkpoint that
-//! `classifier_svc::model::Model::load` reads as a sequence classifier, with the same logits
-//! as at training time.
+//! The model is the sidecar's own [`BertForSequenceClassification`] (HF's: encoder → `[CLS]`
+//! hidden state → pooler (`tanh(dense)`) → dropout → linear classifier), here on an autodiff
+//! backend, loaded and saved through the sidecar's HF layout, so the output directory is a
+//! standard HF checkpoint that `classifier_svc::model::Model::load` reads as a sequence
+//! classifier, with the same logits as at training time.
 //!
 //! GPU backends compile kernels per tensor shape, so every training batch has the same shape
 //! `[batch_size, seq_len]` (token ids right-padded to `seq_len`, padding masked by an additive
@@ -22,26 +22,24 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use burn::module::{AutodiffModule, Module, Param};
+use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{f16, Int, Tensor, TensorData};
-use classifier_svc::model::bert::{Bert, BertPooler};
-use classifier_svc::model::{Encoder, LoadOptions, Model, Task as ModelTask};
+use burn::tensor::{Int, Tensor, TensorData};
+use classifier_svc::model::bert::{Bert, BertClassificationHead, BertForSequenceClassification};
+use classifier_svc::model::hf;
+pub use classifier_svc::model::hf::SaveDtype;
+use classifier_svc::model::load::{bert_for_fine_tuning, Checkpoint};
+use classifier_svc::model::{Batch, LoadOptions, Model, Task as ModelTask};
 use classifier_svc::tokenize::TextTokenizer;
-use classifier_svc::weights::Weights;
 use serde_json::{json, Value};
 
 use crate::data::{self, DataDirs};
 use crate::metrics::{argmax, softmax, Confusion};
 use crate::text::Rng;
 use crate::train::{self, balanced_weights, Task};
-
-/// Additive attention bias of padded keys (finite, as in the sidecar).
-const MASKED: f32 = -1.0e30;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceKind {
@@ -55,14 +53,6 @@ pub enum ClassWeights {
     /// `n / (k · count)` per class, as for the frozen-embedding heads.
     Balanced,
     None,
-}
-
-/// Float type of the saved `model.safetensors` (the sidecar loads both into f32).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SaveDtype {
-    F32,
-    /// Half the size; the logits of the saved model then differ slightly from the trained one.
-    F16,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -131,93 +121,42 @@ impl FinetuneArgs {
     }
 }
 
-/// Pooler, dropout and classifier on top of the encoder.
-#[derive(Module, Debug)]
-pub struct ClsHead<B: Backend> {
-    pub pooler: BertPooler<B>,
-    pub dropout: Dropout,
-    pub classifier: Linear<B>,
-}
-
-/// HF `BertForSequenceClassification`.
-#[derive(Module, Debug)]
-pub struct BertClassifier<B: Backend> {
-    pub bert: Bert<B>,
-    pub head: ClsHead<B>,
-}
-
-impl<B: Backend> BertClassifier<B> {
-    /// `input_ids` `[B, S]`, `bias` the additive `[B, 1, S, S]` padding bias → logits `[B, K]`.
-    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, bias: Tensor<B, 4>) -> Tensor<B, 2> {
-        let hidden = self.bert.forward(input_ids, Some(bias));
-        let h = &self.head;
-        h.classifier.forward(h.dropout.forward(h.pooler.forward(hidden)))
-    }
-}
-
 /// A pretrained encoder with a new classification head, and what saving it needs.
 pub struct Pretrained<B: Backend> {
-    pub model: BertClassifier<B>,
+    pub model: BertForSequenceClassification<B>,
     /// The encoder's `config.json`.
     pub config: Value,
     pub tokenizer: TextTokenizer,
     pub pad_id: u32,
 }
 
-/// Loads a BERT checkpoint (`BertModel` or `BertFor*`) from an HF directory and adds a pooler
-/// (the checkpoint's, else new) and a new classifier of `num_labels` outputs (normal(0, 0.02)
-/// weights, zero bias, as HF initialises it). Texts are truncated to `seq_len` tokens. Seed the
-/// backend first: the new weights come from its RNG.
+/// Loads a BERT checkpoint (`BertModel` or `BertFor*`) from an HF directory as a sequence
+/// classifier of `num_labels` outputs (see [`bert_for_fine_tuning`]: the checkpoint's pooler,
+/// else a new one; a new classifier) and its tokenizer, truncating to `seq_len` tokens. Seed
+/// the backend first: the new weights come from its RNG.
 pub fn load_pretrained<B: Backend>(dir: &Path, num_labels: usize, dropout: f64, seq_len: usize, device: &B::Device) -> Result<Pretrained<B>> {
-    let opts = LoadOptions { max_len: Some(seq_len), task: Some(ModelTask::Embedding) };
-    let m = Model::<B>::load(dir, &opts, device).with_context(|| format!("loading the encoder from {}", dir.display()))?;
-    let Model { encoder, tokenizer, pad_id, hidden_size: h, .. } = m;
-    let Encoder::Bert(bert) = encoder else {
-        bail!("{}: fine-tuning needs a BERT checkpoint (model_type bert)", dir.display());
-    };
+    let checkpoint = Checkpoint::open(dir)?;
+    let (model, new_pooler) = bert_for_fine_tuning::<B>(&checkpoint, num_labels, dropout, device)
+        .with_context(|| format!("loading the encoder from {}", dir.display()))?;
+    if new_pooler {
+        eprintln!("[finetune] {}: no pooler weights, starting from a random pooler", dir.display());
+    }
+    let max_pos = model.bert.embeddings.position.weight.dims()[0];
+    let tokenizer = checkpoint.tokenizer(Some(seq_len), max_pos)?;
     if tokenizer.max_len() < seq_len {
         bail!("--seq-len {seq_len} is above the model's limit {}", tokenizer.max_len());
     }
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    let w = Weights::open(&dir.join("model.safetensors"))?.with_prefixes(&["bert.", ""]);
-    let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
-    let dense = if w.contains("pooler.dense.weight") {
-        w.linear("pooler.dense", h, h, true, device)?
-    } else {
-        eprintln!("[finetune] {}: no pooler weights, starting from a random pooler", dir.display());
-        zero_bias(LinearConfig::new(h, h).with_initializer(normal.clone()).init(device), device)
-    };
-    let classifier = zero_bias(LinearConfig::new(h, num_labels).with_initializer(normal).init(device), device);
-    let head = ClsHead { pooler: BertPooler { dense }, dropout: DropoutConfig::new(dropout).init(), classifier };
-    Ok(Pretrained { model: BertClassifier { bert, head }, config, tokenizer, pad_id })
+    let pad_id = checkpoint.pad_id();
+    Ok(Pretrained { model, config: checkpoint.config, tokenizer, pad_id })
 }
 
-fn zero_bias<B: Backend>(mut l: Linear<B>, device: &B::Device) -> Linear<B> {
-    let d = l.weight.val().dims()[1];
-    l.bias = Some(Param::from_tensor(Tensor::zeros([d], device)));
-    l
-}
-
-/// Token ids `[B, S]` (right-padded with `pad_id`) and the additive `[B, 1, S, S]` bias that
-/// masks the padding keys. Texts longer than `seq_len` are truncated.
-pub fn batch_tensors<B: Backend>(rows: &[&[u32]], seq_len: usize, pad_id: u32, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 4>) {
-    let (b, s) = (rows.len(), seq_len);
-    let mut ids = Vec::with_capacity(b * s);
-    let mut bias = vec![0f32; b * s * s];
-    for (n, r) in rows.iter().enumerate() {
-        let len = r.len().min(s);
-        ids.extend(r[..len].iter().map(|&t| t as i64));
-        ids.extend(std::iter::repeat_n(pad_id as i64, s - len));
-        // An empty row (the tokenizer never gives one) still attends to one key.
-        let keys = len.max(1);
-        for i in 0..s {
-            bias[(n * s + i) * s + keys..(n * s + i + 1) * s].fill(MASKED);
-        }
-    }
-    (
-        Tensor::from_data(TensorData::new(ids, [b, s]), device),
-        Tensor::from_data(TensorData::new(bias, [b, 1, s, s]), device),
-    )
+/// Token ids `[B, seq_len]` (texts cut to `seq_len`, right-padded) and the bias that masks the
+/// padding: every batch the same shape, as GPU backends want.
+fn fixed_batch<B: Backend>(rows: &[&[u32]], seq_len: usize, pad_id: u32, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 4>) {
+    let rows: Vec<&[u32]> = rows.iter().map(|r| &r[..r.len().min(seq_len)]).collect();
+    let batch = Batch::bucketed(&rows, pad_id, &[seq_len]);
+    let bias = classifier_svc::model::attention_bias(&batch.lens, seq_len, None, device);
+    (batch.ids(device), bias)
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
@@ -225,13 +164,13 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
 }
 
 /// Logits of each token sequence, in batches of exactly `batch_size` × `seq_len`.
-pub fn logits<B: Backend>(model: &BertClassifier<B>, encs: &[Vec<u32>], batch_size: usize, seq_len: usize, pad_id: u32, device: &B::Device) -> Result<Vec<Vec<f32>>> {
+pub fn logits<B: Backend>(model: &BertForSequenceClassification<B>, encs: &[Vec<u32>], batch_size: usize, seq_len: usize, pad_id: u32, device: &B::Device) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(encs.len());
     for chunk in encs.chunks(batch_size.max(1)) {
         let mut rows: Vec<&[u32]> = chunk.iter().map(|e| e.as_slice()).collect();
         rows.resize(batch_size.max(chunk.len()), chunk[0].as_slice());
-        let (ids, bias) = batch_tensors::<B>(&rows, seq_len, pad_id, device);
-        let l = model.forward(ids, bias);
+        let (ids, bias) = fixed_batch::<B>(&rows, seq_len, pad_id, device);
+        let l = model.forward(ids, Some(bias));
         let k = l.dims()[1];
         out.extend(host(l)?.chunks_exact(k).take(chunk.len()).map(|c| c.to_vec()));
     }
@@ -283,7 +222,7 @@ pub fn adamw(args: &FinetuneArgs) -> AdamWConfig {
 /// (inference) model and the per-epoch log.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B: AutodiffBackend>(
-    model: BertClassifier<B>,
+    model: BertForSequenceClassification<B>,
     train: &Encoded,
     val: &Encoded,
     num_labels: usize,
@@ -291,7 +230,7 @@ pub fn fit<B: AutodiffBackend>(
     args: &FinetuneArgs,
     device: &B::Device,
     log: bool,
-) -> Result<(BertClassifier<B::InnerBackend>, Vec<EpochLog>)> {
+) -> Result<(BertForSequenceClassification<B::InnerBackend>, Vec<EpochLog>)> {
     let bs = args.batch_size;
     if bs == 0 || train.ids.len() < bs {
         bail!("{} training examples: fewer than one batch of {bs}", train.ids.len());
@@ -300,7 +239,7 @@ pub fn fit<B: AutodiffBackend>(
     let total = per_epoch * args.epochs;
     let warmup = ((total as f64 * args.warmup).ceil() as usize).min(total);
     let mut opt_enc = adamw(args).init::<B, Bert<B>>();
-    let mut opt_head = adamw(args).init::<B, ClsHead<B>>();
+    let mut opt_head = adamw(args).init::<B, BertClassificationHead<B>>();
     let weights = match args.class_weights {
         ClassWeights::Balanced => Some(balanced_weights(&train.y, num_labels)),
         ClassWeights::None => None,
@@ -327,16 +266,16 @@ pub fn fit<B: AutodiffBackend>(
         let epoch_start = Instant::now();
         for chunk in order.chunks_exact(bs) {
             let rows: Vec<&[u32]> = chunk.iter().map(|&i| train.ids[i].as_slice()).collect();
-            let (ids, bias) = batch_tensors::<B>(&rows, args.seq_len, pad_id, device);
+            let (ids, bias) = fixed_batch::<B>(&rows, args.seq_len, pad_id, device);
             let y: Vec<i64> = chunk.iter().map(|&i| train.y[i] as i64).collect();
             let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [bs]), device);
-            let loss = loss_fn.forward(model.forward(ids, bias), y);
+            let loss = loss_fn.forward(model.forward(ids, Some(bias)), y);
             let mut grads = loss.backward();
             let g_enc = GradientsParams::from_module(&mut grads, &model.bert);
             let g_head = GradientsParams::from_module(&mut grads, &model.head);
             let f = lr_factor(step, total, warmup);
-            let BertClassifier { bert, head } = model;
-            model = BertClassifier {
+            let BertForSequenceClassification { bert, head } = model;
+            model = BertForSequenceClassification {
                 bert: opt_enc.step(args.lr * f, bert, g_enc),
                 head: opt_head.step(args.head_lr * f, head, g_head),
             };
@@ -387,160 +326,6 @@ pub fn fit<B: AutodiffBackend>(
 
 // ------------------------------------------------------------------------------ saving
 
-/// PyTorch `nn.Linear` layout `[out, in]` of burn's `[in, out]` weight.
-fn transpose(w: &[f32], d_in: usize, d_out: usize) -> Vec<f32> {
-    let mut t = vec![0f32; w.len()];
-    for i in 0..d_in {
-        for o in 0..d_out {
-            t[o * d_in + i] = w[i * d_out + o];
-        }
-    }
-    t
-}
-
-type Named = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-fn push_linear<B: Backend>(out: &mut Named, name: &str, l: &Linear<B>) -> Result<()> {
-    let [d_in, d_out] = l.weight.val().dims();
-    out.push((format!("{name}.weight"), vec![d_out, d_in], transpose(&host(l.weight.val())?, d_in, d_out)));
-    let b = match &l.bias {
-        Some(b) => host(b.val())?,
-        None => vec![0f32; d_out],
-    };
-    out.push((format!("{name}.bias"), vec![d_out], b));
-    Ok(())
-}
-
-fn push_norm<B: Backend>(out: &mut Named, name: &str, n: &burn::nn::LayerNorm<B>) -> Result<()> {
-    let g = host(n.gamma.val())?;
-    let d = g.len();
-    out.push((format!("{name}.weight"), vec![d], g));
-    let b = match &n.beta {
-        Some(b) => host(b.val())?,
-        None => vec![0f32; d],
-    };
-    out.push((format!("{name}.bias"), vec![d], b));
-    Ok(())
-}
-
-/// The model's tensors under HF `BertForSequenceClassification` names, PyTorch layouts.
-pub fn hf_tensors<B: Backend>(model: &BertClassifier<B>) -> Result<Named> {
-    let mut out = Named::new();
-    let e = &model.bert.embeddings;
-    for (name, emb) in [("word", &e.word), ("position", &e.position), ("token_type", &e.token_type)] {
-        let dims = emb.weight.val().dims();
-        out.push((format!("bert.embeddings.{name}_embeddings.weight"), dims.to_vec(), host(emb.weight.val())?));
-    }
-    push_norm(&mut out, "bert.embeddings.LayerNorm", &e.norm)?;
-    for (i, layer) in model.bert.layers.iter().enumerate() {
-        let p = format!("bert.encoder.layer.{i}");
-        // The fused `[H, 3H]` QKV linear back to HF's three `[H, H]` ones.
-        let [h, h3] = layer.qkv.weight.val().dims();
-        let w = host(layer.qkv.weight.val())?;
-        let b = match &layer.qkv.bias {
-            Some(b) => host(b.val())?,
-            None => vec![0f32; h3],
-        };
-        for (n, part) in ["query", "key", "value"].iter().enumerate() {
-            let mut t = vec![0f32; h * h];
-            for o in 0..h {
-                for i in 0..h {
-                    t[o * h + i] = w[i * h3 + n * h + o];
-                }
-            }
-            out.push((format!("{p}.attention.self.{part}.weight"), vec![h, h], t));
-            out.push((format!("{p}.attention.self.{part}.bias"), vec![h], b[n * h..(n + 1) * h].to_vec()));
-        }
-        push_linear(&mut out, &format!("{p}.attention.output.dense"), &layer.attn_out)?;
-        push_norm(&mut out, &format!("{p}.attention.output.LayerNorm"), &layer.attn_norm)?;
-        push_linear(&mut out, &format!("{p}.intermediate.dense"), &layer.intermediate)?;
-        push_linear(&mut out, &format!("{p}.output.dense"), &layer.output)?;
-        push_norm(&mut out, &format!("{p}.output.LayerNorm"), &layer.out_norm)?;
-    }
-    push_linear(&mut out, "bert.pooler.dense", &model.head.pooler.dense)?;
-    push_linear(&mut out, "classifier", &model.head.classifier)?;
-    Ok(out)
-}
-
-/// Writes a safetensors file (little-endian, header padded to 8 bytes, `format: pt`).
-pub fn write_safetensors(path: &Path, tensors: &Named, dtype: SaveDtype) -> Result<()> {
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({ "format": "pt" }));
-    let mut data: Vec<u8> = Vec::new();
-    for (name, shape, values) in tensors {
-        if shape.iter().product::<usize>() != values.len() {
-            bail!("tensor {name}: shape {shape:?} does not hold {} values", values.len());
-        }
-        let start = data.len();
-        let tag = match dtype {
-            SaveDtype::F32 => {
-                data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-                "F32"
-            }
-            SaveDtype::F16 => {
-                data.extend(values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()));
-                "F16"
-            }
-        };
-        header.insert(name.clone(), json!({ "dtype": tag, "shape": shape, "data_offsets": [start, data.len()] }));
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header))?;
-    h.resize(h.len().div_ceil(8) * 8, b' ');
-    let mut bytes = Vec::with_capacity(8 + h.len() + data.len());
-    bytes.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&h);
-    bytes.extend_from_slice(&data);
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Copies an HF model directory with every F32 tensor of `model.safetensors` stored as F16
-/// (other tensors, e.g. integer buffers, and all other files unchanged): half the size, and
-/// the sidecar and [`load_pretrained`] read it back into f32.
-pub fn f16_copy(from: &Path, to: &Path) -> Result<()> {
-    let src = from.join("model.safetensors");
-    let bytes = std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
-    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| anyhow!("{} is too short", src.display()))?.try_into()?) as usize;
-    let header: serde_json::Map<String, Value> = serde_json::from_slice(bytes.get(8..8 + n).ok_or_else(|| anyhow!("{}: bad header", src.display()))?)?;
-    let body = &bytes[8 + n..];
-    let mut entries: Vec<(&String, &Value)> = header.iter().filter(|(k, _)| *k != "__metadata__").collect();
-    entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap_or(0));
-    let mut out_header = serde_json::Map::new();
-    if let Some(m) = header.get("__metadata__") {
-        out_header.insert("__metadata__".into(), m.clone());
-    }
-    let mut data: Vec<u8> = Vec::with_capacity(body.len() / 2);
-    for (name, v) in entries {
-        let (a, b) = (v["data_offsets"][0].as_u64(), v["data_offsets"][1].as_u64());
-        let (Some(a), Some(b)) = (a, b) else { bail!("{}: tensor {name} has no data_offsets", src.display()) };
-        let raw = body.get(a as usize..b as usize).ok_or_else(|| anyhow!("{}: tensor {name} lies outside the file", src.display()))?;
-        let start = data.len();
-        let mut entry = v.clone();
-        if v["dtype"] == "F32" {
-            data.extend(raw.chunks_exact(4).flat_map(|c| f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()));
-            entry["dtype"] = json!("F16");
-        } else {
-            data.extend_from_slice(raw);
-        }
-        entry["data_offsets"] = json!([start, data.len()]);
-        out_header.insert(name.clone(), entry);
-    }
-    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let mut h = serde_json::to_vec(&Value::Object(out_header))?;
-    h.resize(h.len().div_ceil(8) * 8, b' ');
-    let mut file = Vec::with_capacity(8 + h.len() + data.len());
-    file.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    file.extend_from_slice(&h);
-    file.extend_from_slice(&data);
-    std::fs::write(to.join("model.safetensors"), file)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() && entry.file_name() != "model.safetensors" {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
 /// Files of the encoder directory copied beside the weights (those present).
 const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"];
 
@@ -557,7 +342,7 @@ fn write_calibration(dir: &Path, calibration: Value) -> Result<()> {
 /// Writes `dir` as an HF `BertForSequenceClassification` checkpoint: `config.json` (the
 /// encoder's, with `architectures`, `id2label` and `label2id`), `model.safetensors` and the
 /// encoder's tokenizer files.
-pub fn save_hf<B: Backend>(model: &BertClassifier<B>, encoder_config: &Value, labels: &[String], encoder_dir: &Path, dir: &Path, dtype: SaveDtype, dropout: f64) -> Result<()> {
+pub fn save_hf<B: Backend>(model: &BertForSequenceClassification<B>, encoder_config: &Value, labels: &[String], encoder_dir: &Path, dir: &Path, dtype: SaveDtype, dropout: f64) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut cfg = encoder_config.clone();
     let obj = cfg.as_object_mut().ok_or_else(|| anyhow!("encoder config.json is not an object"))?;
@@ -569,7 +354,7 @@ pub fn save_hf<B: Backend>(model: &BertClassifier<B>, encoder_config: &Value, la
     obj.insert("torch_dtype".into(), json!(match dtype { SaveDtype::F32 => "float32", SaveDtype::F16 => "float16" }));
     obj.remove("dtype");
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)? + "\n")?;
-    write_safetensors(&dir.join("model.safetensors"), &hf_tensors(model)?, dtype)?;
+    hf::save(model, &dir.join("model.safetensors"), dtype)?;
     for f in TOKENIZER_FILES {
         let src = encoder_dir.join(f);
         if src.exists() {
@@ -1057,7 +842,7 @@ mod tests {
         let Pretrained { model, config, pad_id, .. } = pre;
         let n = model.bert.layers.len();
         assert!(n >= 2, "the fixture needs a frozen layer below the trained one");
-        let frozen = |m: &BertClassifier<Flex>| (m.bert.embeddings.word.weight.val().into_data(), m.bert.layers[0].qkv.weight.val().into_data());
+        let frozen = |m: &BertForSequenceClassification<Flex>| (m.bert.embeddings.word.weight.val().into_data(), m.bert.layers[0].qkv.weight.val().into_data());
         let before = frozen(&model.valid());
         let a = FinetuneArgs { epochs: 20, lr: 3e-3, head_lr: 1e-2, train_layers: Some(1), ..args() };
         let (model, log) = crate::top_layers::fit_top::<B>(model, 1, &train, &val, 3, pad_id, &a, &device).unwrap();
@@ -1127,40 +912,6 @@ mod tests {
     }
 
     #[test]
-    fn an_untouched_encoder_saves_to_the_checkpoint_it_was_loaded_from() {
-        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let device = Default::default();
-        let pre = load_pretrained::<Flex>(&fixture(), 3, 0.1, 16, &device).unwrap();
-        let ours = hf_tensors(&pre.model).unwrap();
-        let w = Weights::open(&fixture().join("model.safetensors")).unwrap();
-        // Every encoder and pooler tensor of the fixture (a BertForSequenceClassification).
-        let mut n = 0;
-        for (name, shape, values) in ours.iter().filter(|(n, ..)| n.starts_with("bert.")) {
-            let t: Vec<f32> = match shape.len() {
-                1 => host(w.tensor::<Flex, 1>(name, [shape[0]], &device).unwrap()).unwrap(),
-                _ => host(w.tensor::<Flex, 2>(name, [shape[0], shape[1]], &device).unwrap()).unwrap(),
-            };
-            assert_eq!(&t, values, "{name}");
-            n += 1;
-        }
-        // embeddings: 3 tables + LayerNorm (2); per layer 16; pooler 2.
-        assert_eq!(n, 5 + 16 * 2 + 2);
-        // The same float tensor names and shapes as the HF-written fixture, classifier included.
-        let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
-        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Map<String, Value> = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
-        let mut theirs: Vec<(String, Vec<usize>)> = header
-            .iter()
-            .filter(|(_, v)| v["dtype"] == "F32")
-            .map(|(k, v)| (k.clone(), serde_json::from_value(v["shape"].clone()).unwrap()))
-            .collect();
-        let mut mine: Vec<(String, Vec<usize>)> = ours.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
-        theirs.sort();
-        mine.sort();
-        assert_eq!(mine, theirs);
-    }
-
-    #[test]
     fn padding_is_masked() {
         let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let device = Default::default();
@@ -1171,25 +922,6 @@ mod tests {
             let alone = logits(&pre.model, std::slice::from_ref(e), 1, e.len(), pre.pad_id, &device).unwrap();
             assert!(max_diff(&alone, &padded[i..i + 1]) < 1e-5);
         }
-        let (ids, bias) = batch_tensors::<Flex>(&[&[2, 7, 3], &[]], 4, 0, &device);
-        assert_eq!(ids.into_data().convert::<i64>().into_vec::<i64>().unwrap(), vec![2, 7, 3, 0, 0, 0, 0, 0]);
-        let b = host(bias).unwrap();
-        assert_eq!(&b[..4], &[0.0, 0.0, 0.0, MASKED]);
-        assert_eq!(&b[16..20], &[0.0, MASKED, MASKED, MASKED]);
-    }
-
-    #[test]
-    fn an_f16_copy_loads_with_close_outputs() {
-        let _guard = crate::TEST_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let device = Default::default();
-        let dir = std::env::temp_dir().join(format!("router-train-f16-copy-{}", std::process::id()));
-        f16_copy(&fixture(), &dir).unwrap();
-        assert!(dir.join("tokenizer.json").exists() && dir.join("config.json").exists());
-        let opts = LoadOptions { max_len: Some(16), task: None };
-        let a = Model::<Flex>::load(&fixture(), &opts, &device).unwrap().classify(&["what is the law of energy"]).unwrap();
-        let b = Model::<Flex>::load(&dir, &opts, &device).unwrap().classify(&["what is the law of energy"]).unwrap();
-        assert!(max_diff(&a, &b) < 0.05, "{a:?} vs {b:?}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

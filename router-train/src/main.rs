@@ -193,7 +193,7 @@ fn main() -> Result<()> {
         }
         Cmd::FinetuneCategory { src, args } => finetune::run(train::Task::Category, &src.sources(), &args).map(|_| ()),
         Cmd::FinetuneJailbreak { src, args } => finetune::run(train::Task::Jailbreak, &src.sources(), &args).map(|_| ()),
-        Cmd::F16Copy { from, to } => finetune::f16_copy(&from, &to),
+        Cmd::F16Copy { from, to } => classifier_svc::model::hf::f16_copy(&from, &to),
         Cmd::DevEval { model, dev_dir } => dev_eval::print_sequence_model(&model, &dev_dir.unwrap_or(sets::SetDirs::default().dev)),
         Cmd::Eval { common, peer_dir, category_head, jailbreak_head, category_model, jailbreak_model, router_config, report } => {
             let dirs = data::DataDirs::new(&common.data_dir);

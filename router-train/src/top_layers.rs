@@ -17,15 +17,13 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use classifier_svc::model::bert::{Bert, BertLayer};
-use classifier_svc::model::Batch;
+use classifier_svc::model::bert::{Bert, BertClassificationHead, BertForSequenceClassification, BertLayer};
+use classifier_svc::model::{attention_bias, Batch};
 
-use crate::finetune::{adamw, lr_factor, score, BertClassifier, ClassWeights, ClsHead, Encoded, EpochLog, FinetuneArgs};
+use crate::finetune::{adamw, lr_factor, score, ClassWeights, Encoded, EpochLog, FinetuneArgs};
 use crate::text::Rng;
 use crate::train::balanced_weights;
 
-/// Additive attention bias of padded keys (finite, as in the sidecar).
-const MASKED: f32 = -1.0e30;
 /// Batches of similar length are formed within pools of this many batches.
 const POOL_BATCHES: usize = 16;
 
@@ -33,7 +31,7 @@ const POOL_BATCHES: usize = 16;
 #[derive(Module, Debug)]
 pub struct TopClassifier<B: Backend> {
     pub layers: Vec<BertLayer<B>>,
-    pub head: ClsHead<B>,
+    pub head: BertClassificationHead<B>,
 }
 
 impl<B: Backend> TopClassifier<B> {
@@ -44,9 +42,7 @@ impl<B: Backend> TopClassifier<B> {
             x = layer.forward(x, bias.clone());
         }
         // Only `[CLS]` reaches the pooler: the last layer computes that position alone.
-        let x = last.forward_first(x, bias);
-        let h = &self.head;
-        h.classifier.forward(h.dropout.forward(h.pooler.forward(x)))
+        self.head.forward(last.forward_first(x, bias))
     }
 }
 
@@ -79,20 +75,9 @@ impl Activations {
             x[n * s * h..(n * s + len) * h].copy_from_slice(&self.data[self.offsets[i]..self.offsets[i] + len * h]);
         }
         let lens: Vec<usize> = idx.iter().map(|&i| self.lens[i]).collect();
-        let bias = lens.iter().any(|&l| l < s).then(|| padding_bias::<B>(&lens, s, device));
+        let bias = lens.iter().any(|&l| l < s).then(|| attention_bias::<B>(&lens, s, None, device));
         (Tensor::from_data(TensorData::new(x, [idx.len(), s, h]), device), bias)
     }
-}
-
-/// `[B, 1, S, S]` additive bias masking the keys past each row's length.
-fn padding_bias<B: Backend>(lens: &[usize], s: usize, device: &B::Device) -> Tensor<B, 4> {
-    let mut bias = vec![0f32; lens.len() * s * s];
-    for (n, &len) in lens.iter().enumerate() {
-        for i in 0..s {
-            bias[(n * s + i) * s + len.max(1)..(n * s + i + 1) * s].fill(MASKED);
-        }
-    }
-    Tensor::from_data(TensorData::new(bias, [lens.len(), 1, s, s]), device)
 }
 
 /// Runs the embeddings and layers `0..lower` of `bert` over every token sequence (longest
@@ -117,10 +102,7 @@ pub fn lower_activations<B: Backend>(bert: &Bert<B>, lower: usize, encs: &[Vec<u
     let run = |chunk: &[usize]| -> Result<Vec<f32>> {
         let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| encs[i][..lens[i].min(encs[i].len())].to_vec()).collect();
         let batch = Batch::new(&rows, pad_id);
-        let (b, s) = (batch.size(), batch.seq_len);
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids.clone(), [b, s]), device);
-        let bias = batch.lens.iter().any(|&l| l < s).then(|| padding_bias::<B>(&batch.lens, s, device));
-        let x = bert.forward_layers(bert.embed(ids), 0..lower, bias);
+        let x = bert.forward_layers(bert.embed(batch.ids(device)), 0..lower, batch.padding_bias(device));
         let flat = x.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| anyhow::anyhow!("reading activations back: {e:?}"))?;
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
         p.1 += chunk.len();
@@ -196,7 +178,7 @@ fn top_logits<B: Backend>(model: &TopClassifier<B>, acts: &Activations, bs: usiz
 /// (the pretrained lower layers with the trained top) and the per-epoch log.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_top<B: AutodiffBackend>(
-    model: BertClassifier<B>,
+    model: BertForSequenceClassification<B>,
     train_layers: usize,
     train: &Encoded,
     val: &Encoded,
@@ -204,7 +186,7 @@ pub fn fit_top<B: AutodiffBackend>(
     pad_id: u32,
     args: &FinetuneArgs,
     device: &B::Device,
-) -> Result<(BertClassifier<B::InnerBackend>, Vec<EpochLog>)> {
+) -> Result<(BertForSequenceClassification<B::InnerBackend>, Vec<EpochLog>)> {
     let bs = args.batch_size;
     let n_layers = model.bert.layers.len();
     if train_layers == 0 || train_layers > n_layers {
@@ -214,7 +196,7 @@ pub fn fit_top<B: AutodiffBackend>(
         bail!("{} training examples: fewer than one batch of {bs}", train.ids.len());
     }
     let lower = n_layers - train_layers;
-    let BertClassifier { bert, head } = model;
+    let BertForSequenceClassification { bert, head } = model;
     let Bert { embeddings, mut layers } = bert;
     let top_layers = layers.split_off(lower);
     // The frozen part runs without autodiff.
@@ -234,7 +216,7 @@ pub fn fit_top<B: AutodiffBackend>(
     let total = per_epoch * args.epochs;
     let warmup = ((total as f64 * args.warmup).ceil() as usize).min(total);
     let mut opt_top = adamw(args).init::<B, Vec<BertLayer<B>>>();
-    let mut opt_head = adamw(args).init::<B, ClsHead<B>>();
+    let mut opt_head = adamw(args).init::<B, BertClassificationHead<B>>();
     let weights = match args.class_weights {
         ClassWeights::Balanced => Some(balanced_weights(&train.y, num_labels)),
         ClassWeights::None => None,
@@ -284,7 +266,7 @@ pub fn fit_top<B: AutodiffBackend>(
                     .collect();
                 handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect::<Vec<_>>()
             });
-            let (mut acc_top, mut acc_head) = (GradientsAccumulator::<Vec<BertLayer<B>>>::new(), GradientsAccumulator::<ClsHead<B>>::new());
+            let (mut acc_top, mut acc_head) = (GradientsAccumulator::<Vec<BertLayer<B>>>::new(), GradientsAccumulator::<BertClassificationHead<B>>::new());
             let mut l = 0f64;
             for (g_top, g_head, share_loss) in results {
                 acc_top.accumulate(&model.layers, g_top);
@@ -331,7 +313,7 @@ pub fn fit_top<B: AutodiffBackend>(
     let TopClassifier { layers: top, head } = model.valid();
     let Bert { embeddings, mut layers } = frozen;
     layers.extend(top);
-    Ok((BertClassifier { bert: Bert { embeddings, layers }, head }, history))
+    Ok((BertForSequenceClassification { bert: Bert { embeddings, layers }, head }, history))
 }
 
 #[cfg(test)]

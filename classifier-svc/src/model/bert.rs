@@ -1,11 +1,12 @@
 //! BERT encoder (HF `BertModel` and its sequence / token classification heads).
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
 use serde::Deserialize;
 
 use super::common::{multi_head_attention, Activation};
+use super::hf::HfLayout;
 
 /// The fields of a HF BERT `config.json` that the forward pass needs.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,6 +23,14 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default)]
     pub hidden_act: Activation,
+    /// Standard deviation of the normal initialisation of new weights.
+    #[serde(default = "default_init_std")]
+    pub initializer_range: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout before a classifier; `None`: `hidden_dropout_prob`.
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
 }
 
 fn default_type_vocab() -> usize {
@@ -29,6 +38,12 @@ fn default_type_vocab() -> usize {
 }
 fn default_eps() -> f64 {
     1e-12
+}
+fn default_init_std() -> f64 {
+    0.02
+}
+fn default_dropout() -> f64 {
+    0.1
 }
 
 #[derive(Module, Debug)]
@@ -61,30 +76,54 @@ pub struct Bert<B: Backend> {
 }
 
 impl BertConfig {
-    /// A randomly initialised encoder with this configuration.
+    /// A new encoder initialised as HF initialises BERT: weights normal(0,
+    /// `initializer_range`), biases zero, LayerNorms identity. The parameters are created
+    /// lazily, so loading a checkpoint over them ([`super::hf::load`]) never computes them.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Bert<B> {
         let h = self.hidden_size;
         let ln = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let embedding = |n: usize| EmbeddingConfig::new(n, h).with_initializer(self.normal()).init(device);
         Bert {
             embeddings: BertEmbeddings {
-                word: EmbeddingConfig::new(self.vocab_size, h).init(device),
-                position: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
-                token_type: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
+                word: embedding(self.vocab_size),
+                position: embedding(self.max_position_embeddings),
+                token_type: embedding(self.type_vocab_size),
                 norm: ln(),
             },
             layers: (0..self.num_hidden_layers)
                 .map(|_| BertLayer {
-                    qkv: LinearConfig::new(h, 3 * h).init(device),
-                    attn_out: LinearConfig::new(h, h).init(device),
+                    qkv: self.linear(h, 3 * h, device),
+                    attn_out: self.linear(h, h, device),
                     attn_norm: ln(),
-                    intermediate: LinearConfig::new(h, self.intermediate_size).init(device),
-                    output: LinearConfig::new(self.intermediate_size, h).init(device),
+                    intermediate: self.linear(h, self.intermediate_size, device),
+                    output: self.linear(self.intermediate_size, h, device),
                     out_norm: ln(),
                     n_heads: self.num_attention_heads,
                     act: self.hidden_act,
                 })
                 .collect(),
         }
+    }
+
+    /// A new pooler (`tanh(dense(hidden[:, 0]))`).
+    pub fn init_pooler<B: Backend>(&self, device: &B::Device) -> BertPooler<B> {
+        BertPooler { dense: self.linear(self.hidden_size, self.hidden_size, device) }
+    }
+
+    /// Dropout before a classifier, as HF reads it from the config.
+    pub fn classifier_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    fn normal(&self) -> Initializer {
+        Initializer::Normal { mean: 0.0, std: self.initializer_range }
+    }
+
+    /// A linear with normal weights and a zero bias.
+    pub fn linear<B: Backend>(&self, d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+        let mut linear = LinearConfig::new(d_in, d_out).with_initializer(self.normal()).init(device);
+        linear.bias = Some(Initializer::Zeros.init([d_out], device));
+        linear
     }
 }
 
@@ -181,6 +220,148 @@ impl<B: Backend> BertPooler<B> {
     }
 }
 
+/// Pooler, dropout (training only) and classifier over the encoder's hidden states.
+#[derive(Module, Debug)]
+pub struct BertClassificationHead<B: Backend> {
+    pub pooler: BertPooler<B>,
+    pub dropout: Dropout,
+    pub classifier: Linear<B>,
+}
+
+impl<B: Backend> BertClassificationHead<B> {
+    /// Hidden states `[B, S, H]` (only the first position is read) → logits `[B, K]`.
+    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 2> {
+        self.classifier.forward(self.dropout.forward(self.pooler.forward(hidden)))
+    }
+}
+
+/// HF `BertForSequenceClassification`: encoder → `[CLS]` → pooler → dropout → classifier.
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification<B: Backend> {
+    pub bert: Bert<B>,
+    pub head: BertClassificationHead<B>,
+}
+
+/// Shape of a [`BertForSequenceClassification`].
+#[derive(Debug, Clone)]
+pub struct BertForSequenceClassificationConfig {
+    pub bert: BertConfig,
+    pub num_labels: usize,
+    /// Dropout before the classifier (training only).
+    pub dropout: f64,
+}
+
+impl BertForSequenceClassificationConfig {
+    /// With the dropout the encoder's config names.
+    pub fn new(bert: BertConfig, num_labels: usize) -> Self {
+        let dropout = bert.classifier_dropout();
+        Self { bert, num_labels, dropout }
+    }
+
+    pub fn with_dropout(self, dropout: f64) -> Self {
+        Self { dropout, ..self }
+    }
+
+    /// A new model initialised as HF initialises it (see [`BertConfig::init`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> BertForSequenceClassification<B> {
+        let c = &self.bert;
+        BertForSequenceClassification {
+            bert: c.init(device),
+            head: BertClassificationHead {
+                pooler: c.init_pooler(device),
+                dropout: DropoutConfig::new(self.dropout).init(),
+                classifier: c.linear(c.hidden_size, self.num_labels, device),
+            },
+        }
+    }
+}
+
+impl<B: Backend> BertForSequenceClassification<B> {
+    /// `input_ids` `[B, S]`, `bias` the additive `[B, 1, S, S]` padding bias (`None` when
+    /// nothing is padded) → logits `[B, K]`.
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 2> {
+        self.head.forward(self.bert.forward(input_ids, bias))
+    }
+}
+
+/// HF `BertForTokenClassification` (inference): encoder → per-token classifier.
+#[derive(Module, Debug)]
+pub struct BertForTokenClassification<B: Backend> {
+    pub bert: Bert<B>,
+    pub classifier: Linear<B>,
+}
+
+impl BertConfig {
+    /// A new token classifier of `num_labels` outputs.
+    pub fn init_token_classifier<B: Backend>(&self, num_labels: usize, device: &B::Device) -> BertForTokenClassification<B> {
+        BertForTokenClassification { bert: self.init(device), classifier: self.linear(self.hidden_size, num_labels, device) }
+    }
+}
+
+// ------------------------------------------------------------------ checkpoint names
+
+/// HF module of an encoder layer's burn module.
+fn layer_module(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "attn_out" => "attention.output.dense",
+        "attn_norm" => "attention.output.LayerNorm",
+        "intermediate" => "intermediate.dense",
+        "output" => "output.dense",
+        "out_norm" => "output.LayerNorm",
+        _ => return None,
+    })
+}
+
+impl<B: Backend> HfLayout for Bert<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        let name = match path {
+            ["embeddings", "word"] => "embeddings.word_embeddings".to_string(),
+            ["embeddings", "position"] => "embeddings.position_embeddings".to_string(),
+            ["embeddings", "token_type"] => "embeddings.token_type_embeddings".to_string(),
+            ["embeddings", "norm"] => "embeddings.LayerNorm".to_string(),
+            // HF's three attention projections, fused into one linear.
+            ["layers", i, "qkv"] => {
+                return Some(
+                    ["query", "key", "value"]
+                        .iter()
+                        .map(|p| format!("bert.encoder.layer.{i}.attention.self.{p}"))
+                        .collect(),
+                )
+            }
+            ["layers", i, module] => format!("encoder.layer.{i}.{}", layer_module(module)?),
+            _ => return None,
+        };
+        Some(vec![format!("bert.{name}")])
+    }
+}
+
+impl<B: Backend> HfLayout for BertPooler<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        matches!(path, ["dense"]).then(|| vec!["bert.pooler.dense".to_string()])
+    }
+}
+
+impl<B: Backend> HfLayout for BertForSequenceClassification<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        match path {
+            ["bert", rest @ ..] => Bert::<B>::hf_names(rest),
+            ["head", "pooler", rest @ ..] => BertPooler::<B>::hf_names(rest),
+            ["head", "classifier"] => Some(vec!["classifier".to_string()]),
+            _ => None,
+        }
+    }
+}
+
+impl<B: Backend> HfLayout for BertForTokenClassification<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        match path {
+            ["bert", rest @ ..] => Bert::<B>::hf_names(rest),
+            ["classifier"] => Some(vec!["classifier".to_string()]),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +382,9 @@ mod tests {
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
             hidden_act: Activation::Gelu,
+            initializer_range: 0.02,
+            hidden_dropout_prob: 0.1,
+            classifier_dropout: None,
         };
         let layer = &config.init::<B>(&device).layers[0];
         let x = Tensor::<B, 3>::random([2, 5, 32], Distribution::Normal(0.0, 1.0), &device);

@@ -26,6 +26,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::hf::{self, HfLayout};
 use crate::weights::Weights;
 
 /// The `architecture` value of a head's `config.json`.
@@ -196,67 +197,14 @@ impl<B: Backend> EmbeddingHead<B> {
     pub fn load(dir: &Path, device: &B::Device) -> Result<(Self, HeadMeta)> {
         let meta = HeadMeta::read(dir)?;
         let w = Weights::open(&dir.join("model.safetensors"))?;
-        let mut layers = Vec::with_capacity(meta.hidden_sizes.len());
-        let mut d_in = meta.input_dim;
-        for (i, &h) in meta.hidden_sizes.iter().enumerate() {
-            layers.push(w.linear(&format!("layers.{i}"), d_in, h, true, device)?);
-            d_in = h;
-        }
-        let classifier = w.linear("classifier", d_in, meta.num_labels, true, device)?;
-        let head = Self {
-            layers,
-            classifier,
-            dropout: DropoutConfig::new(0.0).init(),
-            activation: Relu::new(),
-        };
+        let head = hf::load(meta.head_config().with_dropout(0.0).init(device), &w)?;
         Ok((head, meta))
     }
 
     /// Writes `config.json`, `model.safetensors` and `labels.txt` into `dir` (created).
     pub fn save(&self, dir: &Path, meta: &HeadMeta) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-        let mut push = |name: &str, linear: &Linear<B>| -> Result<()> {
-            let (w, shape) = host(linear.weight.val())?;
-            let (d_in, d_out) = (shape[0], shape[1]);
-            // burn stores `[in, out]`; the file keeps PyTorch's `[out, in]`.
-            let mut t = vec![0f32; w.len()];
-            for i in 0..d_in {
-                for o in 0..d_out {
-                    t[o * d_in + i] = w[i * d_out + o];
-                }
-            }
-            tensors.push((format!("{name}.weight"), vec![d_out, d_in], t));
-            let bias = match &linear.bias {
-                Some(b) => host(b.val())?.0,
-                None => vec![0f32; d_out],
-            };
-            tensors.push((format!("{name}.bias"), vec![d_out], bias));
-            Ok(())
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            push(&format!("layers.{i}"), layer)?;
-        }
-        push("classifier", &self.classifier)?;
-
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-            .into_iter()
-            .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| anyhow!("tensor {n}: {e}"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut info = std::collections::HashMap::new();
-        info.insert("format".to_string(), "pt".to_string());
-        let path = dir.join("model.safetensors");
-        safetensors::tensor::serialize_to_file(views, Some(info), &path)
-            .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))?;
-
+        hf::save(self, &dir.join("model.safetensors"), hf::SaveDtype::F32)?;
         let cfg = dir.join("config.json");
         std::fs::write(&cfg, serde_json::to_string_pretty(meta)? + "\n")
             .with_context(|| format!("cannot write {}", cfg.display()))?;
@@ -267,12 +215,13 @@ impl<B: Backend> EmbeddingHead<B> {
     }
 }
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<(Vec<f32>, Vec<usize>)> {
-    let shape = t.dims().to_vec();
-    let v = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow!("reading tensor back: {e:?}"))?;
-    Ok((v, shape))
+/// Saved under the burn field names: `layers.{i}` and `classifier`.
+impl<B: Backend> HfLayout for EmbeddingHead<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        match path {
+            ["layers", i] => Some(vec![format!("layers.{i}")]),
+            ["classifier"] => Some(vec!["classifier".to_string()]),
+            _ => None,
+        }
+    }
 }

@@ -1,14 +1,19 @@
 //! Building models from HF-format directories: `config.json`, `model.safetensors`,
 //! `tokenizer.json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::backend::Backend;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::bert::{Bert, BertConfig, BertEmbeddings, BertLayer, BertPooler};
-use super::modernbert::{ModernBert, ModernBertConfig, ModernBertHead, ModernBertLayer, Pooling};
+use super::bert::{
+    BertClassificationHead, BertConfig, BertForSequenceClassification, BertForSequenceClassificationConfig,
+    BertForTokenClassification,
+};
+use super::hf;
+use super::modernbert::{ModernBertClassifier, ModernBertConfig, Pooling};
 use super::{Encoder, Head, Model, Task};
 use crate::tokenize::TextTokenizer;
 use crate::weights::Weights;
@@ -59,90 +64,150 @@ fn labels_of(config: &Value) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-impl<B: Backend> Model<B> {
-    /// Loads a BERT or ModernBERT checkpoint from an HF-format directory.
-    pub fn load(dir: &Path, options: &LoadOptions, device: &B::Device) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("cannot read {}", cfg_path.display()))?;
+/// An HF model directory: `config.json` (read here), `model.safetensors`, `tokenizer.json`.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: Value,
+    pub model_type: String,
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let config: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not valid JSON", cfg_path.display()))?;
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
         let model_type = config
             .get("model_type")
             .and_then(|m| m.as_str())
-            .ok_or_else(|| anyhow!("{}: missing `model_type`", cfg_path.display()))?
+            .ok_or_else(|| anyhow!("{}: missing `model_type`", path.display()))?
             .to_string();
-        let task = options.task.unwrap_or_else(|| task_of(&config));
+        Ok(Self { dir: dir.to_path_buf(), config, model_type })
+    }
+
+    /// The typed view of `config.json` an architecture reads.
+    pub fn config<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.config.clone())
+            .map_err(|e| anyhow!("{}: {e}", self.dir.join("config.json").display()))
+    }
+
+    /// The BERT configuration; an error for other architectures.
+    pub fn bert_config(&self) -> Result<BertConfig> {
+        if self.model_type != "bert" {
+            bail!("{}: model_type `{}`, expected bert", self.dir.display(), self.model_type);
+        }
+        let cfg: BertConfig = self.config()?;
+        check_heads(cfg.hidden_size, cfg.num_attention_heads)?;
+        Ok(cfg)
+    }
+
+    /// The weights, names under the base model's `prefix` also found without it.
+    pub fn weights(&self, prefix: &str) -> Result<Weights> {
+        Ok(Weights::open(&self.dir.join("model.safetensors"))?.with_base_prefix(prefix))
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.config.get("pad_token_id").and_then(|p| p.as_u64()).unwrap_or(0) as u32
+    }
+
+    /// The tokenizer, truncating to `max_len` (default: its own truncation length) within the
+    /// model's `max_pos` positions.
+    pub fn tokenizer(&self, max_len: Option<usize>, max_pos: usize) -> Result<TextTokenizer> {
+        let path = self.dir.join("tokenizer.json");
+        if !path.exists() {
+            bail!("missing tokenizer file {}", path.display());
+        }
+        TextTokenizer::load(&path, max_len, max_pos)
+    }
+}
+
+fn check_heads(hidden: usize, heads: usize) -> Result<()> {
+    if hidden % heads != 0 {
+        bail!("config.json: hidden_size {hidden} is not a multiple of num_attention_heads {heads}");
+    }
+    Ok(())
+}
+
+/// A BERT checkpoint (`BertModel` or `BertFor*`) as a new sequence classifier of `num_labels`
+/// outputs: the encoder from the checkpoint, the pooler too when it has one, the classifier
+/// new. Returns the model and whether the pooler is new. Seed the backend first: the new
+/// weights come from its RNG when first used.
+pub fn bert_for_fine_tuning<B: Backend>(
+    checkpoint: &Checkpoint,
+    num_labels: usize,
+    dropout: f64,
+    device: &B::Device,
+) -> Result<(BertForSequenceClassification<B>, bool)> {
+    let cfg = checkpoint.bert_config()?;
+    let w = checkpoint.weights("bert.")?;
+    let BertForSequenceClassification { bert, head } =
+        BertForSequenceClassificationConfig::new(cfg, num_labels).with_dropout(dropout).init(device);
+    let bert = hf::load(bert, &w)?;
+    let (pooler, fresh) = hf::load_partial(head.pooler, &w)?;
+    let new_pooler = !fresh.is_empty();
+    Ok((BertForSequenceClassification { bert, head: BertClassificationHead { pooler, ..head } }, new_pooler))
+}
+
+impl<B: Backend> Model<B> {
+    /// Loads a BERT or ModernBERT checkpoint from an HF-format directory.
+    pub fn load(dir: &Path, options: &LoadOptions, device: &B::Device) -> Result<Self> {
+        let checkpoint = Checkpoint::open(dir)?;
+        let config = &checkpoint.config;
+        let task = options.task.unwrap_or_else(|| task_of(config));
         let labels = match task {
             Task::Embedding => Vec::new(),
-            _ => labels_of(&config)?,
+            _ => labels_of(config)?,
         };
-        let pad_id = config
-            .get("pad_token_id")
-            .and_then(|p| p.as_u64())
-            .unwrap_or(0) as u32;
-        let weights_path = dir.join("model.safetensors");
-        let tok_path = dir.join("tokenizer.json");
-        if !tok_path.exists() {
-            bail!("missing tokenizer file {}", tok_path.display());
-        }
-        let parse_err = |e: serde_json::Error| anyhow!("{}: {e}", cfg_path.display());
-        let (encoder, head, hidden_size, max_pos, half_window) = match model_type.as_str() {
+        let n = labels.len();
+        let (encoder, head, hidden_size, max_pos, half_window) = match checkpoint.model_type.as_str() {
             "bert" => {
-                let cfg: BertConfig = serde_json::from_value(config.clone()).map_err(parse_err)?;
-                let w = Weights::open(&weights_path)?.with_prefixes(&["bert.", ""]);
-                let encoder = load_bert(&cfg, &w, device)?;
-                let n = labels.len();
-                let h = cfg.hidden_size;
-                let head = match task {
-                    Task::Embedding => Head::None,
-                    Task::SequenceClassification => Head::BertSequence {
-                        pooler: BertPooler {
-                            dense: w.linear("pooler.dense", h, h, true, device)?,
-                        },
-                        classifier: w.linear("classifier", h, n, true, device)?,
-                    },
-                    Task::TokenClassification => Head::BertToken {
-                        classifier: w.linear("classifier", h, n, true, device)?,
-                    },
+                let cfg = checkpoint.bert_config()?;
+                let w = checkpoint.weights("bert.")?;
+                let (encoder, head) = match task {
+                    Task::Embedding => (hf::load(cfg.init(device), &w)?, Head::None),
+                    Task::SequenceClassification => {
+                        let m = BertForSequenceClassificationConfig::new(cfg.clone(), n).init(device);
+                        let BertForSequenceClassification { bert, head } = hf::load(m, &w)?;
+                        (bert, Head::BertSequence(head))
+                    }
+                    Task::TokenClassification => {
+                        let BertForTokenClassification { bert, classifier } =
+                            hf::load(cfg.init_token_classifier(n, device), &w)?;
+                        (bert, Head::BertToken { classifier })
+                    }
                 };
-                (Encoder::Bert(encoder), head, h, cfg.max_position_embeddings, None)
+                (Encoder::Bert(encoder), head, cfg.hidden_size, cfg.max_position_embeddings, None)
             }
             "modernbert" => {
-                let cfg: ModernBertConfig =
-                    serde_json::from_value(config.clone()).map_err(parse_err)?;
-                let w = Weights::open(&weights_path)?.with_prefixes(&["model.", ""]);
-                let encoder = load_modernbert(&cfg, &w, device)?;
-                let h = cfg.hidden_size;
-                let n = labels.len();
-                let head = |w: &Weights| -> Result<ModernBertHead<B>> {
-                    Ok(ModernBertHead {
-                        dense: w.linear("head.dense", h, h, cfg.classifier_bias, device)?,
-                        norm: w.layer_norm("head.norm", h, cfg.norm_eps, cfg.norm_bias, device)?,
-                        act: cfg.classifier_activation,
-                    })
-                };
-                let head = match task {
-                    Task::Embedding => Head::None,
-                    Task::SequenceClassification => Head::ModernBertSequence {
-                        head: head(&w)?,
-                        classifier: w.linear("classifier", h, n, true, device)?,
-                        mean_pooling: cfg.classifier_pooling == Pooling::Mean,
-                    },
-                    Task::TokenClassification => Head::ModernBertToken {
-                        head: head(&w)?,
-                        classifier: w.linear("classifier", h, n, true, device)?,
-                    },
+                let cfg: ModernBertConfig = checkpoint.config()?;
+                check_heads(cfg.hidden_size, cfg.num_attention_heads)?;
+                let w = checkpoint.weights("model.")?;
+                let (encoder, head) = match task {
+                    Task::Embedding => (hf::load(cfg.init(device), &w)?, Head::None),
+                    _ => {
+                        let ModernBertClassifier { model, head, classifier } =
+                            hf::load(cfg.init_classifier(n, device), &w)?;
+                        let head = match task {
+                            Task::SequenceClassification => Head::ModernBertSequence {
+                                head,
+                                classifier,
+                                mean_pooling: cfg.classifier_pooling == Pooling::Mean,
+                            },
+                            _ => Head::ModernBertToken { head, classifier },
+                        };
+                        (model, head)
+                    }
                 };
                 let hw = cfg.half_window();
-                (Encoder::ModernBert(encoder), head, h, cfg.max_position_embeddings, Some(hw))
+                (Encoder::ModernBert(encoder), head, cfg.hidden_size, cfg.max_position_embeddings, Some(hw))
             }
             other => bail!(
                 "{}: unsupported model_type `{other}` (supported: bert, modernbert)",
-                cfg_path.display()
+                dir.join("config.json").display()
             ),
         };
-        let tokenizer = TextTokenizer::load(&tok_path, options.max_len, max_pos)?;
+        let tokenizer = checkpoint.tokenizer(options.max_len, max_pos)?;
         Ok(Self {
             encoder,
             head,
@@ -151,97 +216,9 @@ impl<B: Backend> Model<B> {
             tokenizer,
             hidden_size,
             half_window,
-            pad_id,
+            pad_id: checkpoint.pad_id(),
             seq_buckets: Vec::new(),
             device: device.clone(),
         })
     }
-}
-
-fn load_bert<B: Backend>(cfg: &BertConfig, w: &Weights, device: &B::Device) -> Result<Bert<B>> {
-    let h = cfg.hidden_size;
-    let eps = cfg.layer_norm_eps;
-    let embeddings = BertEmbeddings {
-        word: w.embedding("embeddings.word_embeddings", cfg.vocab_size, h, device)?,
-        position: w.embedding(
-            "embeddings.position_embeddings",
-            cfg.max_position_embeddings,
-            h,
-            device,
-        )?,
-        token_type: w.embedding("embeddings.token_type_embeddings", cfg.type_vocab_size, h, device)?,
-        norm: w.layer_norm("embeddings.LayerNorm", h, eps, true, device)?,
-    };
-    let layers = (0..cfg.num_hidden_layers)
-        .map(|i| {
-            let p = format!("encoder.layer.{i}");
-            let a = format!("{p}.attention.self");
-            Ok(BertLayer {
-                qkv: w.linear_fused(
-                    &[&format!("{a}.query"), &format!("{a}.key"), &format!("{a}.value")],
-                    h,
-                    h,
-                    true,
-                    device,
-                )?,
-                attn_out: w.linear(&format!("{p}.attention.output.dense"), h, h, true, device)?,
-                attn_norm: w.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, eps, true, device)?,
-                intermediate: w.linear(
-                    &format!("{p}.intermediate.dense"),
-                    h,
-                    cfg.intermediate_size,
-                    true,
-                    device,
-                )?,
-                output: w.linear(&format!("{p}.output.dense"), cfg.intermediate_size, h, true, device)?,
-                out_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), h, eps, true, device)?,
-                n_heads: cfg.num_attention_heads,
-                act: cfg.hidden_act,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if h % cfg.num_attention_heads != 0 {
-        bail!("config.json: hidden_size {h} is not a multiple of num_attention_heads {}", cfg.num_attention_heads);
-    }
-    Ok(Bert { embeddings, layers })
-}
-
-fn load_modernbert<B: Backend>(
-    cfg: &ModernBertConfig,
-    w: &Weights,
-    device: &B::Device,
-) -> Result<ModernBert<B>> {
-    let h = cfg.hidden_size;
-    let (eps, nb) = (cfg.norm_eps, cfg.norm_bias);
-    if h % cfg.num_attention_heads != 0 {
-        bail!("config.json: hidden_size {h} is not a multiple of num_attention_heads {}", cfg.num_attention_heads);
-    }
-    let layers = (0..cfg.num_hidden_layers)
-        .map(|i| {
-            let p = format!("layers.{i}");
-            Ok(ModernBertLayer {
-                attn_norm: if i == 0 {
-                    None
-                } else {
-                    Some(w.layer_norm(&format!("{p}.attn_norm"), h, eps, nb, device)?)
-                },
-                wqkv: w.linear(&format!("{p}.attn.Wqkv"), h, 3 * h, cfg.attention_bias, device)?,
-                wo: w.linear(&format!("{p}.attn.Wo"), h, h, cfg.attention_bias, device)?,
-                mlp_norm: w.layer_norm(&format!("{p}.mlp_norm"), h, eps, nb, device)?,
-                wi: w.linear(&format!("{p}.mlp.Wi"), h, 2 * cfg.intermediate_size, cfg.mlp_bias, device)?,
-                mlp_wo: w.linear(&format!("{p}.mlp.Wo"), cfg.intermediate_size, h, cfg.mlp_bias, device)?,
-                n_heads: cfg.num_attention_heads,
-                global: cfg.is_global(i),
-                act: cfg.hidden_activation,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(ModernBert {
-        tok_embeddings: w.embedding("embeddings.tok_embeddings", cfg.vocab_size, h, device)?,
-        embed_norm: w.layer_norm("embeddings.norm", h, eps, nb, device)?,
-        layers,
-        final_norm: w.layer_norm("final_norm", h, eps, nb, device)?,
-        rope_global: cfg.rope(true, device),
-        rope_local: cfg.rope(false, device),
-    })
 }

@@ -1,12 +1,15 @@
 //! BERT-family encoders on burn, generic over the backend.
 //!
 //! Each architecture follows burn's idiom (`XxxConfig::init(&device)` → module → `forward`);
-//! the checkpoint loading (safetensors → params) lives in [`load`], apart from the model code.
+//! [`hf`] fills such a module from an HF checkpoint (and writes one) through the module's
+//! name mapping, and [`load`] reads a model directory into a [`Model`], apart from the model
+//! code.
 
 pub mod bert;
 pub mod common;
 mod cpu_kernels;
 pub mod head;
+pub mod hf;
 pub mod load;
 pub use load::LoadOptions;
 pub mod modernbert;
@@ -16,7 +19,7 @@ use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::tokenize::TextTokenizer;
-use bert::{Bert, BertPooler};
+use bert::{Bert, BertClassificationHead};
 use modernbert::{ModernBert, ModernBertHead};
 
 /// What a checkpoint is for, from `architectures` in `config.json`.
@@ -36,10 +39,8 @@ pub enum Encoder<B: Backend> {
 pub enum Head<B: Backend> {
     /// Embedding models: no head.
     None,
-    BertSequence {
-        pooler: BertPooler<B>,
-        classifier: Linear<B>,
-    },
+    /// The head of a [`bert::BertForSequenceClassification`].
+    BertSequence(BertClassificationHead<B>),
     BertToken {
         classifier: Linear<B>,
     },
@@ -81,14 +82,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(encodings: &[Vec<u32>], pad_id: u32) -> Self {
+    pub fn new<E: AsRef<[u32]>>(encodings: &[E], pad_id: u32) -> Self {
         Self::bucketed(encodings, pad_id, &[])
     }
 
     /// Pads to the smallest bucket that fits the longest text (or to that text's length when
     /// no bucket fits).
-    pub fn bucketed(encodings: &[Vec<u32>], pad_id: u32, buckets: &[usize]) -> Self {
-        let longest = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+    pub fn bucketed<E: AsRef<[u32]>>(encodings: &[E], pad_id: u32, buckets: &[usize]) -> Self {
+        let longest = encodings.iter().map(|e| e.as_ref().len()).max().unwrap_or(0).max(1);
         let seq_len = buckets
             .iter()
             .copied()
@@ -98,6 +99,7 @@ impl Batch {
         let mut ids = Vec::with_capacity(encodings.len() * seq_len);
         let mut lens = Vec::with_capacity(encodings.len());
         for e in encodings {
+            let e = e.as_ref();
             ids.extend(e.iter().map(|&t| t as i64));
             ids.extend(std::iter::repeat_n(pad_id as i64, seq_len - e.len()));
             lens.push(e.len().max(1));
@@ -112,17 +114,30 @@ impl Batch {
     fn padded(&self) -> bool {
         self.lens.iter().any(|&l| l < self.seq_len)
     }
+
+    /// Token ids `[B, S]`.
+    pub fn ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
+        Tensor::from_data(TensorData::new(self.ids.clone(), [self.size(), self.seq_len]), device)
+    }
+
+    /// The additive bias masking the padding (see [`attention_bias`]); `None` when nothing is
+    /// padded.
+    pub fn padding_bias<B: Backend>(&self, device: &B::Device) -> Option<Tensor<B, 4>> {
+        self.padded().then(|| attention_bias(&self.lens, self.seq_len, None, device))
+    }
 }
 
 /// Additive score bias for masked keys. Finite, so a fully masked row cannot produce NaNs.
 const MASKED: f32 = -1.0e30;
 
-/// `[B, 1, S, S]` additive bias: keys past each sequence's length are masked; with `window`,
-/// keys farther than `window` positions from the query are masked too.
-fn attention_bias<B: Backend>(batch: &Batch, window: Option<usize>, device: &B::Device) -> Tensor<B, 4> {
-    let (b, s) = (batch.size(), batch.seq_len);
+/// `[B, 1, S, S]` additive bias for sequences of `lens` tokens padded to `s`: keys past each
+/// sequence's length are masked (an empty sequence still attends to its first key); with
+/// `window`, keys farther than `window` positions from the query are masked too.
+pub fn attention_bias<B: Backend>(lens: &[usize], s: usize, window: Option<usize>, device: &B::Device) -> Tensor<B, 4> {
+    let b = lens.len();
     let mut bias = vec![0f32; b * s * s];
-    for (n, &len) in batch.lens.iter().enumerate() {
+    for (n, &len) in lens.iter().enumerate() {
+        let len = len.max(1);
         for i in 0..s {
             let row = &mut bias[(n * s + i) * s..(n * s + i + 1) * s];
             for (j, v) in row.iter_mut().enumerate() {
@@ -149,19 +164,16 @@ impl<B: Backend> Model<B> {
 
     /// Last hidden state `[B, S, H]` of a padded batch.
     pub fn hidden(&self, batch: &Batch) -> Tensor<B, 3> {
-        let (b, s) = (batch.size(), batch.seq_len);
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(batch.ids.clone(), [b, s]), &self.device);
+        let s = batch.seq_len;
+        let ids = batch.ids(&self.device);
         let padded = batch.padded();
         match &self.encoder {
-            Encoder::Bert(m) => {
-                let bias = padded.then(|| attention_bias(batch, None, &self.device));
-                m.forward(ids, bias)
-            }
+            Encoder::Bert(m) => m.forward(ids, batch.padding_bias(&self.device)),
             Encoder::ModernBert(m) => {
                 let w = self.half_window.unwrap_or(usize::MAX);
-                let global = padded.then(|| attention_bias(batch, None, &self.device));
-                let local =
-                    (padded || s > w + 1).then(|| attention_bias(batch, Some(w), &self.device));
+                let global = batch.padding_bias(&self.device);
+                let local = (padded || s > w + 1)
+                    .then(|| attention_bias(&batch.lens, s, Some(w), &self.device));
                 m.forward(ids, global, local)
             }
         }
@@ -215,7 +227,7 @@ impl<B: Backend> Model<B> {
         let batch = self.batch(&self.tokenize(texts)?);
         let hidden = self.hidden(&batch);
         let logits = match &self.head {
-            Head::BertSequence { pooler, classifier } => classifier.forward(pooler.forward(hidden)),
+            Head::BertSequence(head) => head.forward(hidden),
             Head::ModernBertSequence { head, classifier, mean_pooling } => {
                 let pooled = if *mean_pooling {
                     self.mean_pool(hidden, &batch)
@@ -267,3 +279,22 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
         .map_err(|e| anyhow::anyhow!("reading tensor back: {e:?}"))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type B = crate::CpuBackend;
+
+    #[test]
+    fn padding_is_masked_and_an_empty_text_attends_to_one_key() {
+        let device = Default::default();
+        let batch = Batch::bucketed(&[&[2u32, 7, 3][..], &[]], 0, &[4]);
+        assert_eq!((batch.seq_len, batch.lens.as_slice()), (4, &[3, 1][..]));
+        assert_eq!(batch.ids, [2, 7, 3, 0, 0, 0, 0, 0]);
+        let bias = to_vec(batch.padding_bias::<B>(&device).expect("padded")).unwrap();
+        assert_eq!(&bias[..4], &[0.0, 0.0, 0.0, MASKED]);
+        assert_eq!(&bias[16..20], &[0.0, MASKED, MASKED, MASKED]);
+        assert!(Batch::new(&[[1u32, 2]], 0).padding_bias::<B>(&device).is_none(), "nothing padded, no bias");
+    }
+}

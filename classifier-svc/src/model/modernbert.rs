@@ -9,6 +9,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::common::{multi_head_attention, rotary_tables, Activation};
+use super::hf::HfLayout;
 
 /// The fields of a HF ModernBERT `config.json` that the forward pass needs. Both the older
 /// layout (`global_attn_every_n_layers`, `global_rope_theta`, `local_rope_theta`) and the newer
@@ -158,6 +159,15 @@ impl ModernBertConfig {
         )
     }
 
+    /// A new sequence or token classifier of `num_labels` outputs (both have this shape).
+    pub fn init_classifier<B: Backend>(&self, num_labels: usize, device: &B::Device) -> ModernBertClassifier<B> {
+        ModernBertClassifier {
+            model: self.init(device),
+            head: self.head_init(device),
+            classifier: LinearConfig::new(self.hidden_size, num_labels).init(device),
+        }
+    }
+
     pub fn head_init<B: Backend>(&self, device: &B::Device) -> ModernBertHead<B> {
         let h = self.hidden_size;
         ModernBertHead {
@@ -257,5 +267,50 @@ pub struct ModernBertHead<B: Backend> {
 impl<B: Backend> ModernBertHead<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         self.norm.forward(self.act.forward(self.dense.forward(x)))
+    }
+}
+
+/// HF `ModernBertForSequenceClassification` and `ModernBertForTokenClassification` (inference):
+/// encoder, prediction head and classifier; the sequence classifier pools first
+/// ([`ModernBertConfig::classifier_pooling`]).
+#[derive(Module, Debug)]
+pub struct ModernBertClassifier<B: Backend> {
+    pub model: ModernBert<B>,
+    pub head: ModernBertHead<B>,
+    pub classifier: Linear<B>,
+}
+
+impl<B: Backend> HfLayout for ModernBert<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        let name = match path {
+            ["tok_embeddings"] => "embeddings.tok_embeddings".to_string(),
+            ["embed_norm"] => "embeddings.norm".to_string(),
+            ["final_norm"] => "final_norm".to_string(),
+            ["layers", i, module] => {
+                let hf = match *module {
+                    "attn_norm" => "attn_norm",
+                    "wqkv" => "attn.Wqkv",
+                    "wo" => "attn.Wo",
+                    "mlp_norm" => "mlp_norm",
+                    "wi" => "mlp.Wi",
+                    "mlp_wo" => "mlp.Wo",
+                    _ => return None,
+                };
+                format!("layers.{i}.{hf}")
+            }
+            _ => return None,
+        };
+        Some(vec![format!("model.{name}")])
+    }
+}
+
+impl<B: Backend> HfLayout for ModernBertClassifier<B> {
+    fn hf_names(path: &[&str]) -> Option<Vec<String>> {
+        match path {
+            ["model", rest @ ..] => ModernBert::<B>::hf_names(rest),
+            ["head", module] => Some(vec![format!("head.{module}")]),
+            ["classifier"] => Some(vec!["classifier".to_string()]),
+            _ => None,
+        }
     }
 }
