@@ -149,8 +149,11 @@ impl FilterConfig {
 
     /// Headers a client must never set itself: they decide the route.
     pub fn is_reserved_header(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        name == self.selected_model_header || name.starts_with(&self.header_prefix)
+        // Both configured names are validated lowercase, so an ASCII-case-insensitive compare
+        // matches what lowercasing `name` would, without a copy per header per request.
+        let prefix = &self.header_prefix;
+        name.eq_ignore_ascii_case(&self.selected_model_header)
+            || name.get(..prefix.len()).is_some_and(|head| head.eq_ignore_ascii_case(prefix))
     }
 
     pub fn header(&self, suffix: &str) -> String {

@@ -60,6 +60,8 @@ pub struct RequestFilter {
     usage: Option<UsageScanner>,
     /// Request headers the body phase needs, read at request headers.
     request: RequestHeaders,
+    /// The request came with a `content-length` (header mode keeps it right after a rewrite).
+    had_content_length: bool,
 }
 
 /// Request header values read in `on_request_headers`: in body mode Envoy drops its handle on
@@ -98,32 +100,47 @@ impl RequestFilter {
             token_clock: None,
             usage: None,
             request: RequestHeaders::default(),
+            had_content_length: false,
         }
     }
 
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool) -> Flow {
         self.started_nanos = host.now_nanos();
+        // Every header value this request needs comes from this one read: each host call is a
+        // crossing out of the VM (and, for a value, a call back in to allocate its copy), which
+        // cost more than the whole lookup.
+        let mut headers = host.request_headers();
+        let (skip_cache, skip_processing, debug) = (
+            self.config.header(suffix::SKIP_CACHE),
+            self.config.header(suffix::SKIP_PROCESSING),
+            self.config.header(suffix::DEBUG),
+        );
         // A client must never pick its own route by header; it may only opt out of the cache.
-        for (name, value) in host.request_headers() {
+        headers.retain(|(name, value)| {
             let on = matches!(value.trim(), "true" | "1");
-            if name.eq_ignore_ascii_case(&self.config.header(suffix::SKIP_CACHE)) {
+            if name.eq_ignore_ascii_case(&skip_cache) {
                 self.skip_cache |= on;
-            } else if name.eq_ignore_ascii_case(&self.config.header(suffix::SKIP_PROCESSING)) {
+            } else if name.eq_ignore_ascii_case(&skip_processing) {
                 self.skip_processing |= on && self.config.allow_skip_processing;
-            } else if name.eq_ignore_ascii_case(&self.config.header(suffix::DEBUG)) {
+            } else if name.eq_ignore_ascii_case(&debug) {
                 self.debug |= on && self.config.allow_debug;
             }
-            if self.config.is_reserved_header(&name) {
-                host.remove_request_header(&name);
+            let reserved = self.config.is_reserved_header(name);
+            if reserved {
+                host.remove_request_header(name);
             }
-        }
-        let method = host.request_header(":method").unwrap_or_default();
-        let path = host.request_header(":path").unwrap_or_default();
+            !reserved
+        });
+        let header = |wanted: &str| first_value(&headers, wanted);
+        let method = header(":method").unwrap_or_default();
+        let path = header(":path").unwrap_or_default().to_string();
         let endpoint = match Endpoint::from_path(&path) {
             Some(e) if method == "POST" && self.config.is_routed_path(&path) => e,
             _ => return Flow::Continue,
         };
-        if let Some(len) = host.request_header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        let content_length = header("content-length");
+        self.had_content_length = content_length.is_some();
+        if let Some(len) = content_length.and_then(|v| v.trim().parse::<usize>().ok()) {
             if len > self.config.max_body_bytes {
                 return self.reject(host, ApiError::body_too_large(self.config.max_body_bytes));
             }
@@ -132,10 +149,10 @@ impl RequestFilter {
             return self.reject(host, ApiError::invalid_request("the request body is empty", None));
         }
         self.request = RequestHeaders {
-            request_id: host.request_header("x-request-id").unwrap_or_default(),
+            request_id: header("x-request-id").unwrap_or_default().to_string(),
+            tenant: header(&self.config.tenant_header).unwrap_or_default().to_string(),
+            trace: trace_context(header),
             path,
-            tenant: host.request_header(&self.config.tenant_header).unwrap_or_default(),
-            trace: trace_context(host),
         };
         self.state = State::Buffering { endpoint };
         if self.config.route_mode == RouteMode::Body {
@@ -247,8 +264,10 @@ impl RequestFilter {
                 host.add_response_header(name, value);
             }
         }
-        let ok = host.response_header(":status").as_deref() == Some("200");
-        let sse = host.response_header("content-type").is_some_and(|t| t.contains("text/event-stream"));
+        // One read of the whole map instead of one per header (see `on_request_headers`).
+        let headers = host.response_headers();
+        let ok = first_value(&headers, ":status") == Some("200");
+        let sse = first_value(&headers, "content-type").is_some_and(|t| t.contains("text/event-stream"));
         if let Some(capture) = &mut self.cache_store {
             // Only successful answers are stored; errors and partial streams never are.
             if ok {
@@ -489,7 +508,7 @@ impl RequestFilter {
     fn replace_body(&self, host: &mut impl Host, body: &[u8]) {
         host.replace_request_body(body);
         // In body mode the headers (without content-length) are already upstream.
-        if self.config.route_mode == RouteMode::Header && host.request_header("content-length").is_some() {
+        if self.config.route_mode == RouteMode::Header && self.had_content_length {
             host.set_request_header("content-length", &body.len().to_string());
         }
     }
@@ -531,6 +550,11 @@ impl RequestFilter {
         host.send_local_response(error.status, &headers, &error.to_json());
         Flow::Pause
     }
+}
+
+/// The first value of header `name` (case-insensitive), as Envoy answers a single-header read.
+fn first_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// The longest prefix of `text` within `max` bytes, cut on a character boundary.
@@ -576,15 +600,15 @@ mod tests;
 /// The request's W3C trace context (`traceparent`, and `tracestate` with it), for the callout's
 /// metadata so the sidecar's spans join the client's trace. Only a well-formed `traceparent` is
 /// passed on: the headers come from the client.
-fn trace_context(host: &impl Host) -> Vec<(&'static str, String)> {
-    let Some(parent) = host.request_header("traceparent").filter(|p| valid_traceparent(p)) else {
+fn trace_context<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Vec<(&'static str, String)> {
+    let Some(parent) = header("traceparent").filter(|p| valid_traceparent(p)) else {
         return Vec::new();
     };
-    let mut metadata = vec![("traceparent", parent)];
-    if let Some(state) = host.request_header("tracestate") {
+    let mut metadata = vec![("traceparent", parent.to_string())];
+    if let Some(state) = header("tracestate") {
         let printable = state.bytes().all(|b| (0x20..0x7f).contains(&b));
         if printable && state.len() <= MAX_TRACESTATE_BYTES {
-            metadata.push(("tracestate", state));
+            metadata.push(("tracestate", state.to_string()));
         }
     }
     metadata

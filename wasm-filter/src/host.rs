@@ -19,7 +19,8 @@ pub trait Host {
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);
     fn add_response_header(&mut self, name: &str, value: &str);
-    fn response_header(&self, name: &str) -> Option<String>;
+    /// Every response header, in one host call.
+    fn response_headers(&self) -> Vec<(String, String)>;
     /// The current response body chunk (the filter never holds the response).
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
     /// The buffered request body, `size` bytes from the start.

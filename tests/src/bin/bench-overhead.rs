@@ -15,7 +15,12 @@
 //! to qwen3-8b through a category with no system prompt and no reasoning switch (checked before
 //! measuring), so Dynamo does the same work for all three; every request skips the semantic cache.
 //!
+//! With `--compare-wasm PATH` a second build of the filter (another profile, another change) runs
+//! as two more variants (explicit model, callout) in the same interleaved run, so an A/B of two
+//! builds is not blurred by the machine's load drifting between runs.
+//!
 //! Usage: bench-overhead [--requests N] [--concurrency 1,16] [--extproc] [--saturation-secs S] [--dynamo]
+//!        [--compare-wasm PATH]
 
 use anyhow::{Context, Result};
 use router_tests::classifier_double::{Behaviour, ClassifierDouble};
@@ -148,6 +153,7 @@ async fn main() -> Result<()> {
     let mut with_extproc = false;
     let mut saturation_secs = 0.0f64;
     let mut with_dynamo = false;
+    let mut compare_wasm: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -158,6 +164,7 @@ async fn main() -> Result<()> {
             "--extproc" => with_extproc = true,
             "--saturation-secs" => saturation_secs = args.next().unwrap_or_default().parse()?,
             "--dynamo" => with_dynamo = true,
+            "--compare-wasm" => compare_wasm = Some(args.next().unwrap_or_default().into()),
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -168,22 +175,30 @@ async fn main() -> Result<()> {
     let (backend, _) = openai_sim::spawn("127.0.0.1:0".parse()?, "primary").await?;
     let classifier = ClassifierDouble::start(Behaviour::Decide).await;
     let filter_config = r#"{"default_model":"qwen3-8b","timeout_ms":1000}"#;
-    let config = |filter: Option<&str>, extproc: Option<u16>| {
+    let config = |filter: Option<&str>, extproc: Option<u16>, wasm: Option<&std::path::Path>| {
         let mut c = EnvoyConfig::new(classifier.addr.port(), backend.port(), backend.port(), filter_config);
         c.secondary_models.clear();
         c.filter_config = filter.map(str::to_string);
         c.extproc_port = extproc;
+        if let Some(path) = wasm {
+            c.wasm_path = path.to_path_buf();
+        }
         c
     };
 
     let mut envoys = Vec::new();
     let mut variants = Vec::new();
-    for (name, filter, model) in [
-        ("envoy (no filter)", None, "qwen3-8b"),
-        ("wasm filter, explicit model", Some(filter_config), "qwen3-8b"),
-        ("wasm filter + classifier callout", Some(filter_config), "MoM"),
-    ] {
-        let envoy = start_envoy(config(filter, None)).await?;
+    let mut layout = vec![
+        ("envoy (no filter)", None, "qwen3-8b", None),
+        ("wasm filter, explicit model", Some(filter_config), "qwen3-8b", None),
+        ("wasm filter + classifier callout", Some(filter_config), "MoM", None),
+    ];
+    if let Some(path) = &compare_wasm {
+        layout.push(("compared wasm, explicit model", Some(filter_config), "qwen3-8b", Some(path.as_path())));
+        layout.push(("compared wasm + classifier callout", Some(filter_config), "MoM", Some(path.as_path())));
+    }
+    for (name, filter, model, wasm) in layout {
+        let envoy = start_envoy(config(filter, None, wasm)).await?;
         variants.push(Variant { name, url: envoy.url("/v1/chat/completions"), body: chat_body(model), pids: vec![envoy.pid()] });
         envoys.push(envoy);
     }
@@ -199,7 +214,7 @@ async fn main() -> Result<()> {
         let server_pid = child.id();
         _extproc_server = Some(KillOnDrop(child));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let envoy = start_envoy(config(None, Some(port))).await?;
+        let envoy = start_envoy(config(None, Some(port), None)).await?;
         variants.push(Variant {
             name: "ext_proc + classifier callout",
             url: envoy.url("/v1/chat/completions"),

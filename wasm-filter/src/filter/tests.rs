@@ -25,6 +25,8 @@ struct RecordingHost {
     /// Envoy forgets the request headers once `on_request_headers` continues; the SDK aborts
     /// the VM on a later access, so here it panics.
     headers_released: bool,
+    /// Header reads (single or whole map, request or response): each is a host call in Envoy.
+    header_reads: std::cell::Cell<usize>,
 }
 
 impl RecordingHost {
@@ -49,6 +51,10 @@ impl RecordingHost {
         serde_json::from_slice(&self.body).unwrap()
     }
 
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
     fn counted(&self, counter: Counter) -> bool {
         self.counters.borrow().contains(&counter)
     }
@@ -57,10 +63,12 @@ impl RecordingHost {
 impl Host for RecordingHost {
     fn request_header(&self, name: &str) -> Option<String> {
         assert!(!self.headers_released, "request header {name} read after on_request_headers continued");
+        self.header_reads.set(self.header_reads.get() + 1);
         self.header(name).map(str::to_string)
     }
     fn request_headers(&self) -> Vec<(String, String)> {
         assert!(!self.headers_released, "request headers read after on_request_headers continued");
+        self.header_reads.set(self.header_reads.get() + 1);
         self.request_headers.clone()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
@@ -74,8 +82,9 @@ impl Host for RecordingHost {
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.response_headers.push((name.into(), value.into()));
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.header_reads.set(self.header_reads.get() + 1);
+        self.response_headers.clone()
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         Some(self.response_chunk[..size.min(self.response_chunk.len())].to_vec())
@@ -234,6 +243,27 @@ fn w3c_trace_context_rides_on_the_callout_when_well_formed() {
     let mut filter = RequestFilter::new(config(""));
     send(&mut filter, &mut host);
     assert_eq!(host.dispatched_metadata, vec![("traceparent".to_string(), parent.to_string())], "oversized tracestate dropped");
+}
+
+#[test]
+fn a_routed_request_reads_each_header_map_from_the_host_once() {
+    let mut host = RecordingHost::request("/v1/chat/completions", CHAT);
+    host.request_headers.push(("Traceparent".into(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()));
+    host.request_headers.push(("x-tenant-id".into(), "acme".into()));
+    let mut filter = RequestFilter::new(config(""));
+    send(&mut filter, &mut host);
+    host.grpc_reply = Some(reply(Decision { selected_model: "math-model".into(), ..Default::default() }));
+    filter.on_classify_response(&mut host, 7, 0, 10);
+    assert_eq!(host.header_reads.get(), 1, "one whole-map read serves every request-header lookup");
+    let sent = ClassifyRequest::decode(host.dispatched[0].1.as_slice()).unwrap();
+    assert_eq!((sent.tenant.as_str(), sent.path.as_str(), sent.request_id.as_str()), ("acme", "/v1/chat/completions", "req-1"));
+    assert_eq!(host.dispatched_metadata.len(), 1, "header names match case-insensitively");
+    assert_eq!(host.header("content-length"), Some(host.body.len().to_string().as_str()));
+
+    host.response_headers = vec![(":status".into(), "200".into()), ("Content-Type".into(), "text/event-stream".into())];
+    filter.on_response_headers(&mut host);
+    assert_eq!(host.header_reads.get(), 2, "and one read serves the response's");
+    assert!(filter.token_clock.is_some(), "a 200 event stream is timed (content-type matched case-insensitively)");
 }
 
 #[test]
