@@ -97,7 +97,7 @@ dynamo: envoy models
     done
     "$py" -c "import importlib.metadata as m; print('dynamo: ai-dynamo', m.version('ai-dynamo'), 'ready for', '{{dynamo_models}}')"
 
-# Build the wasm filter (size-optimised profile).
+# Build the wasm filter (the `wasm` profile: optimised for speed, LTO, one codegen unit).
 build-wasm: toolchain
     cargo build -p wasm-filter --target wasm32-unknown-unknown --profile wasm
     @ls -l {{wasm}}
