@@ -59,6 +59,9 @@ pub struct EnvoyConfig {
     pub allow_on_headers_stop_iteration: bool,
     /// Render only `backend_primary`, with no header route: the filter's body route mode.
     pub single_backend: bool,
+    /// The listen and admin ports came from [`free_port`] and may be replaced by others if one
+    /// was taken before Envoy bound it; false for a port the user chose.
+    pub ports_replaceable: bool,
 }
 
 impl EnvoyConfig {
@@ -77,6 +80,7 @@ impl EnvoyConfig {
             buffer_limit_bytes: 32 * 1024 * 1024,
             allow_on_headers_stop_iteration: true,
             single_backend: false,
+            ports_replaceable: true,
         }
     }
 
@@ -169,7 +173,23 @@ impl EnvoyProcess {
     }
 
     /// Like [`start`](Self::start); with `inherit_output` Envoy logs to this process's stderr.
-    pub fn start_with_output(config: EnvoyConfig, inherit_output: bool) -> Result<Self> {
+    pub fn start_with_output(mut config: EnvoyConfig, inherit_output: bool) -> Result<Self> {
+        // `free_port` closes its listener before Envoy binds the port, so another process (or
+        // another test of this binary) can take it in between; Envoy then exits at start with
+        // "Address already in use". Fresh ports and another start, at most twice.
+        for attempt in 1..=3 {
+            match Self::start_once(config.clone(), inherit_output) {
+                Err(e) if attempt < 3 && config.ports_replaceable && format!("{e:#}").contains("Address already in use") => {
+                    config.listen_port = free_port();
+                    config.admin_port = free_port();
+                }
+                started => return started,
+            }
+        }
+        unreachable!("the third attempt returns")
+    }
+
+    fn start_once(config: EnvoyConfig, inherit_output: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let yaml = dir.path().join("envoy.yaml");
         std::fs::write(&yaml, config.render()?)?;

@@ -411,3 +411,20 @@ async fn token_usage_is_counted_per_model_without_holding_streams() {
     // The simulator's streams carry no usage chunk, so only the JSON answer counts for qwen3-8b.
     assert_eq!(s.envoy.counter("semantic_router.tokens.prompt.qwen3-8b"), r2.json()["usage"]["prompt_tokens"].as_u64().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_starts_on_fresh_ports_when_a_picked_one_was_taken() {
+    // Another process took the listen port between picking it and Envoy binding it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let mut config = EnvoyConfig::new(1, 2, 3, DEFAULT_CONFIG);
+    config.listen_port = taken_port;
+    let envoy = tokio::task::spawn_blocking(move || EnvoyProcess::start(config)).await.unwrap().expect("envoy starts");
+    assert_ne!(envoy.config.listen_port, taken_port);
+
+    let mut fixed = EnvoyConfig::new(1, 2, 3, DEFAULT_CONFIG);
+    fixed.listen_port = taken_port;
+    fixed.ports_replaceable = false;
+    let err = tokio::task::spawn_blocking(move || EnvoyProcess::start(fixed)).await.unwrap().err().expect("a chosen port is kept");
+    assert!(format!("{err:#}").contains("Address already in use"), "{err:#}");
+}

@@ -155,6 +155,7 @@ async fn main() -> Result<()> {
     let mut config = EnvoyConfig::new(CLASSIFIER_PORT, primary.1, secondary.1, &filter_config);
     config.listen_address = listen_address.to_string();
     config.listen_port = listen_port.parse().context("LISTEN port")?;
+    config.ports_replaceable = false;
     config.admin_port = ADMIN_PORT;
     config.primary.0 = primary.0;
     config.secondary.0 = secondary.0;
