@@ -111,17 +111,15 @@ build: build-wasm
 run: setup build heads category-model
     ./target/release/local-stack
 
-# One profile (release) for every crate: the dependencies they share (tokio, tonic, prost, serde,
-# burn) compile once, and the end-to-end tests start the same release sidecar they test against.
-# Every test: filter logic (native), routing policy, the .wasm in a wasmtime host, the sidecar, real-Envoy e2e.
+# Every test: filter logic (native), routing policy, the .wasm in a wasmtime host, the sidecar,
+# real-Envoy e2e. One profile (release) and one cargo invocation for every crate, so one feature
+# resolution: the dependencies the crates share (tokio, tonic, prost, serde, burn) compile once.
+# Separate invocations resolved them differently, compiled burn and the gRPC stack more than once,
+# and overwrote the filter's `cdylib` (built for its own tests and for router-tests), which
+# rebuilt both on every run. Cargo builds everything, the release sidecar the end-to-end tests
+# start (`target/release/classifier-svc`) included, before it runs any test.
 test: setup build-wasm eg-build
-    cargo test --release -p wasm-filter
-    cargo test --release -p route-policy
-    cargo test --release -p classifier-svc
-    cargo build --release -p classifier-svc
-    cargo test --release -p eg-extension
-    cargo test --release -p router-train
-    cargo test --release -p router-tests
+    cargo test --release --workspace
 
 # All benchmarks.
 bench: bench-overhead bench-extproc bench-dynamo bench-cache bench-filter bench-onnx

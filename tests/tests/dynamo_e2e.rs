@@ -290,6 +290,12 @@ async fn frontend_restarted_under_load(s: &mut Stack) {
     println!("frontend restarted under load ({outage:?} without a frontend): {outcomes:?}; Envoy retries: {retries}; errors: {kinds:#?}");
     assert!(outcomes.get("200 routed").copied().unwrap_or(0) > before_end, "served again after the restart: {outcomes:?}");
     for (status, body) in &errors {
+        // A Dynamo frontend that has just started answers 404 with an empty body until the first
+        // chat model registers with it (its chat endpoint is off until then; seen with 1.6.1 and
+        // no model: `/health` already says healthy). That is Dynamo's answer, passed on as is.
+        if *status == 404 && body.is_empty() {
+            continue;
+        }
         assert!(matches!(status, 502 | 503), "only unavailability while the frontend is down: {status} {body}");
         // Dynamo's own errors and Envoy's (no backend after its retries) are both error objects.
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("a JSON error body ({e}): {status} {body}"));
