@@ -6,7 +6,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use burn::tensor::backend::Backend;
 use crate::cache::layer::CacheLayer;
 use router_proto::v1::{ClassifyRequest, Decision, Turn};
@@ -87,7 +87,7 @@ impl Engine {
                 Self::build_on::<burn::backend::Cuda>(config, Default::default(), metrics)
             }
             #[cfg(not(feature = "cuda"))]
-            Device::Cuda => bail!(
+            Device::Cuda => anyhow::bail!(
                 "bert_model.device: cuda requested but this binary was built without the `cuda` feature"
             ),
         }
