@@ -85,7 +85,7 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
         let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
         let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a second encoder pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
-        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>()));
+        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>(), d.multiturn_test));
         tuned_json = d.json();
     }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
@@ -114,17 +114,24 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
     let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
     let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
-    if let Some((k, _)) = &tuned_multiturn {
+    if let Some((k, _, _)) = &tuned_multiturn {
         let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(*k));
     }
     let _ = writeln!(md, "| head, `no_topic` mix: P(c given the last message) + P(no_topic given it) × P(c given the earlier turns) | {} |", pct(kept as f64 / m));
     let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
     let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
-    if let Some((_, misses)) = tuned_multiturn.filter(|(_, m)| !m.is_empty()) {
+    if let Some((_, misses, _)) = tuned_multiturn.as_ref().filter(|(_, m, _)| !m.is_empty()) {
         let _ = writeln!(md, "\nWhat the fine-tuned encoder missed:\n\n| last message | conversation | chosen | P(no_topic) |\n|---|---|---|---|");
         for line in misses {
             let _ = writeln!(md, "{line}");
         }
+    }
+    if let Some((_, _, Some((kept, n)))) = &tuned_multiturn {
+        let _ = writeln!(
+            md,
+            "\nHow earlier turns are used (four turns, the user's first) was chosen while reading this set's misses, so the figure above is optimistic. On the held-out multi-turn test set (`router-train/sets/multiturn-test.jsonl`: {n} conversations with answers of 80–250 words and up to five earlier questions, never read while choosing anything) the fine-tuned encoder keeps **{}**.",
+            pct(*kept)
+        );
     }
 
     // ------------------------------------------------------------ guard
@@ -162,7 +169,7 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
             let _ = writeln!(md, "| {f} | {kind} | {n} | {} |", pct(*b as f64 / *n as f64));
         }
     }
-    let thresholds = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
+    let thresholds = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995];
     let _ = writeln!(md, "\n#### Trade-off on the development sets (`prompt_guard.threshold`)\n");
     let _ = writeln!(md, "| threshold | benign look-alikes blocked | chat prompts blocked | recall, our jailbreaks | recall, peer jailbreaks |\n|---|---|---|---|---|");
     let mut curve = Vec::new();
@@ -170,6 +177,26 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
         let _ = writeln!(md, "| {t} | {} | {} | {:.3} | {:.3} |", pct(rate(&benign_p, t)), pct(rate(&chat_p, t)), rate(&attack_p, t), rate(&peer_p, t));
         curve.push(json!({ "threshold": t, "benign_blocked": rate(&benign_p, t), "chat_blocked": rate(&chat_p, t), "recall": rate(&attack_p, t), "peer_recall": rate(&peer_p, t) }));
     }
+    // The operating point the issue of record asks for: the lowest threshold (0.001 steps) that
+    // blocks at most GUARD_DEV_MAX_BENIGN of the benign look-alikes. Chosen on this set, so its
+    // benign rate is fitted, not measured; the recall beside it is what that choice costs.
+    let dev_threshold = (500..1000).map(|k| k as f32 / 1000.0).find(|&t| rate(&benign_p, t) <= GUARD_DEV_MAX_BENIGN);
+    match dev_threshold {
+        Some(t) => {
+            let _ = writeln!(
+                md,
+                "\nAt most {} of the benign look-alikes blocked (chosen on this set, so that rate is fitted): threshold **{t:.3}**, chat prompts blocked {}, recall {:.3} on our jailbreaks and {:.3} on the peer cases.",
+                pct(GUARD_DEV_MAX_BENIGN),
+                pct(rate(&chat_p, t)),
+                rate(&attack_p, t),
+                rate(&peer_p, t)
+            );
+        }
+        None => {
+            let _ = writeln!(md, "\nNo threshold up to 0.999 blocks at most {} of the benign look-alikes.", pct(GUARD_DEV_MAX_BENIGN));
+        }
+    }
+    let dev_point = dev_threshold.map(|t| json!({ "threshold": t, "benign_blocked": rate(&benign_p, t), "chat_blocked": rate(&chat_p, t), "recall": rate(&attack_p, t), "peer_recall": rate(&peer_p, t) }));
 
     let json = json!({
         "labels": labels,
@@ -177,10 +204,14 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
                   "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
         "chat_finetuned": tuned_json,
         "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
-        "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve },
+        "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve, "at_dev_benign_target": dev_point },
     });
     Ok(DevReport { markdown: md, json })
 }
+
+/// Benign look-alikes a guard may block (issue target), for the operating point read off the
+/// development set's trade-off curve.
+pub const GUARD_DEV_MAX_BENIGN: f64 = 0.02;
 
 /// A fine-tuned sequence classifier (`finetune-category`) on the chat-style development set
 /// and the multi-turn follow-ups, through the sidecar's rule
@@ -194,6 +225,9 @@ pub struct SequenceDev {
     pub multiturn_n: usize,
     /// The follow-ups that lost the conversation's category, for reading what limits it.
     pub multiturn_misses: Vec<MultiturnMiss>,
+    /// Kept on the held-out multi-turn test set (never read while choosing anything), and its
+    /// size; `None` without the set.
+    pub multiturn_test: Option<(f64, usize)>,
 }
 
 pub struct MultiturnMiss {
@@ -207,7 +241,8 @@ pub struct MultiturnMiss {
 impl SequenceDev {
     pub fn json(&self) -> Value {
         json!({ "n": self.chat.total(), "accuracy": self.chat.accuracy(), "macro_f1": self.chat.macro_f1(), "matrix": self.chat.matrix, "ece": self.ece,
-                "multiturn": { "n": self.multiturn_n, "kept": self.multiturn_kept } })
+                "multiturn": { "n": self.multiturn_n, "kept": self.multiturn_kept },
+                "multiturn_test": self.multiturn_test.map(|(kept, n)| json!({ "n": n, "kept": kept })) })
     }
 }
 
@@ -226,24 +261,34 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
     let correct: Vec<bool> = pred.iter().zip(&y).map(|(p, t)| p == t).collect();
     let ece = calibrate::ece(&confidence, &correct, 10);
 
-    let my = dev.multiturn.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
-    let requests: Vec<(String, String)> = dev.multiturn.iter().map(|c| c.as_request(CONTEXT_TURNS)).collect();
-    let last = probs(logits_of(&requests.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?);
-    let context = probs(logits_of(&requests.iter().map(|r| r.1.clone()).collect::<Vec<_>>())?);
     let no_topic = labels.iter().position(|l| l == NO_TOPIC);
-    let multiturn_misses: Vec<MultiturnMiss> = (0..my.len())
-        .filter_map(|i| {
-            let chosen = top(&categorize(labels, &last[i], Some(&context[i])), &categories).0;
-            (chosen != my[i]).then(|| MultiturnMiss {
-                last: requests[i].0.clone(),
-                expected: categories[my[i]].clone(),
-                chosen: categories[chosen].clone(),
-                no_topic: no_topic.map_or(0.0, |k| last[i][k]),
+    let mut misses_on = |conversations: &[crate::sets::Conversation]| -> Result<Vec<MultiturnMiss>> {
+        let my = conversations.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
+        let requests: Vec<(String, String)> = conversations.iter().map(|c| c.as_request(CONTEXT_TURNS)).collect();
+        let last = probs(logits_of(&requests.iter().map(|r| r.0.clone()).collect::<Vec<_>>())?);
+        let context = probs(logits_of(&requests.iter().map(|r| r.1.clone()).collect::<Vec<_>>())?);
+        Ok((0..my.len())
+            .filter_map(|i| {
+                let chosen = top(&categorize(labels, &last[i], Some(&context[i])), &categories).0;
+                (chosen != my[i]).then(|| MultiturnMiss {
+                    last: requests[i].0.clone(),
+                    expected: categories[my[i]].clone(),
+                    chosen: categories[chosen].clone(),
+                    no_topic: no_topic.map_or(0.0, |k| last[i][k]),
+                })
             })
-        })
-        .collect();
-    let kept = my.len() - multiturn_misses.len();
-    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept as f64 / my.len().max(1) as f64, multiturn_n: my.len(), multiturn_misses })
+            .collect())
+    };
+    let kept_share = |misses: usize, n: usize| (n - misses) as f64 / n.max(1) as f64;
+    let multiturn_misses = misses_on(&dev.multiturn)?;
+    let multiturn_test = if dev.multiturn_test.is_empty() {
+        None
+    } else {
+        let n = dev.multiturn_test.len();
+        Some((kept_share(misses_on(&dev.multiturn_test)?.len(), n), n))
+    };
+    let n = dev.multiturn.len();
+    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept_share(multiturn_misses.len(), n), multiturn_n: n, multiturn_misses, multiturn_test })
 }
 
 /// `router-train dev-eval`: the saved sequence classifier in `model_dir` on the dev sets.
@@ -253,6 +298,9 @@ pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
     let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
     println!("{}: chat dev n {} accuracy {:.4} macro-F1 {:.4} ECE {:.3} (temperature {temperature:.2})", model_dir.display(), d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
     println!("multi-turn n {} kept {:.4}", d.multiturn_n, d.multiturn_kept);
+    if let Some((kept, n)) = d.multiturn_test {
+        println!("held-out multi-turn test n {n} kept {kept:.4}");
+    }
     for m in &d.multiturn_misses {
         println!("  missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
     }

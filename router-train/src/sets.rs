@@ -71,6 +71,9 @@ fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 pub struct DevSets {
     pub chat: Vec<ChatPrompt>,
     pub multiturn: Vec<Conversation>,
+    /// Held-out multi-turn conversations (`multiturn-test.jsonl`), for the one figure reported
+    /// after every choice was made on `multiturn`; empty when the file is absent.
+    pub multiturn_test: Vec<Conversation>,
     pub benign: Vec<GuardPrompt>,
     pub jailbreak: Vec<GuardPrompt>,
 }
@@ -80,6 +83,10 @@ impl DevSets {
         Ok(Self {
             chat: read(&dir.join("chat-dev.jsonl"))?,
             multiturn: read(&dir.join("multiturn-dev.jsonl"))?,
+            multiturn_test: match dir.join("multiturn-test.jsonl") {
+                path if path.exists() => read(&path)?,
+                _ => Vec::new(),
+            },
             benign: read(&dir.join("guard-benign-dev.jsonl"))?,
             jailbreak: read(&dir.join("guard-jailbreak-dev.jsonl"))?,
         })
@@ -88,7 +95,7 @@ impl DevSets {
     /// Every text of every development set (for de-duplicating training data against them).
     pub fn texts(&self) -> Vec<String> {
         let mut out: Vec<String> = self.chat.iter().map(|c| c.text.clone()).collect();
-        out.extend(self.multiturn.iter().flat_map(|c| c.messages.iter().map(|m| m.content.clone())));
+        out.extend(self.multiturn.iter().chain(&self.multiturn_test).flat_map(|c| c.messages.iter().map(|m| m.content.clone())));
         out.extend(self.benign.iter().chain(&self.jailbreak).map(|g| g.text.clone()));
         out
     }
