@@ -228,7 +228,7 @@ train: data
 
 # Evaluate both heads on the held-out split and the peer cases → router-train/EVAL.md, eval.json
 # and the confusion-matrix plots (matplotlib in the project venv).
-eval: train category-model
+eval: train category-model jailbreak-model
     cargo run --release -p router-train -- eval
     [ -x "{{venv}}/bin/python" ] || python3 -m venv "{{venv}}"
     "{{venv}}/bin/python" -c "import matplotlib" 2>/dev/null || "{{venv}}/bin/pip" install -q matplotlib
@@ -260,6 +260,18 @@ category-model: data
         echo "category-model: models/category-model present"
     else
         cargo run --release -p router-train -- finetune-category --train-layers 2 --lr 2e-4 --epochs 2
+    fi
+
+# A fine-tuned guard the same way (top 2 layers over the frozen lower 4, about 7 minutes on 2
+# cores, first run only). Not the default guard (another encoder pass per request); `just eval`
+# reports it beside the head, and `prompt_guard.model_id: models/jailbreak-model` serves it.
+jailbreak-model: data
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f models/jailbreak-model/config.json ]; then
+        echo "jailbreak-model: models/jailbreak-model present"
+    else
+        cargo run --release -p router-train -- finetune-jailbreak --train-layers 2 --lr 2e-4 --epochs 2
     fi
 
 # The sidecar with the CUDA backend (needs a CUDA 13 toolkit at run time; builds for minutes).

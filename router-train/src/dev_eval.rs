@@ -41,7 +41,17 @@ pub struct DevReport {
 
 /// The development-set sections of the report. `threshold` is the router's category
 /// threshold (`classifier.category_model.threshold`).
-pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbreak_head: &Path, category_model: &Path, threshold: f32, peer_jailbreak: &[String]) -> Result<DevReport> {
+#[allow(clippy::too_many_arguments)]
+pub fn report(
+    dir: &Path,
+    embedder: &mut Embedder,
+    category_head: &Path,
+    jailbreak_head: &Path,
+    category_model: &Path,
+    jailbreak_model: &Path,
+    threshold: f32,
+    peer_jailbreak: &[String],
+) -> Result<DevReport> {
     let dev = DevSets::load(dir)?;
     let head = CategoryHead::load(category_head, DIM)?;
     let labels: Vec<String> = head.labels().iter().filter(|l| *l != NO_TOPIC).cloned().collect();
@@ -140,18 +150,89 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let score = |texts: &[String], what: &str, e: &mut Embedder| -> Result<Vec<f32>> {
         e.embed(texts, what)?.iter().map(|v| guard.score(v).map(|s| s.probability)).collect()
     };
-    let benign_p = score(&dev.benign.iter().map(|g| g.text.clone()).collect::<Vec<_>>(), "guard benign dev", embedder)?;
-    let attack_p = score(&dev.jailbreak.iter().map(|g| g.text.clone()).collect::<Vec<_>>(), "guard jailbreak dev", embedder)?;
-    let chat_p = score(&dev.chat.iter().map(|c| c.text.clone()).collect::<Vec<_>>(), "chat dev", embedder)?;
-    let peer_p = score(peer_jailbreak, "peer jailbreak", embedder)?;
-    let rate = |p: &[f32], t: f32| p.iter().filter(|&&v| v >= t).count() as f64 / p.len().max(1) as f64;
+    let texts = GuardTexts::of(&dev, peer_jailbreak);
+    let head_scores = GuardScores {
+        benign: score(&texts.benign, "guard benign dev", embedder)?,
+        attack: score(&texts.attack, "guard jailbreak dev", embedder)?,
+        chat: score(&texts.chat, "chat dev", embedder)?,
+        peer: score(&texts.peer, "peer jailbreak", embedder)?,
+    };
     let _ = writeln!(md, "\n### Jailbreak guard on the development sets\n");
     let _ = writeln!(md, "Threshold {gthr:.2}: the head's own, chosen on the calibration split (at most {} of its benign prompts blocked), not on these sets.\n", pct(crate::train::GUARD_MAX_FPR));
+    let guard_json = guard_section(&mut md, &dev, &head_scores, gthr);
+    // A fine-tuned guard (`finetune-jailbreak`), when one was trained: the same sets and table.
+    let mut tuned_guard_json = Value::Null;
+    if jailbreak_model.join("model.safetensors").exists() {
+        let model = classifier_svc::model::Model::<burn::backend::Flex>::load(jailbreak_model, &Default::default(), &Default::default())?;
+        let calibration = classifier_svc::category_head::calibration_of(jailbreak_model)?;
+        let pos = model.labels.iter().position(|l| l == "jailbreak").ok_or_else(|| anyhow!("{}: no label `jailbreak`", jailbreak_model.display()))?;
+        let probability = |texts: &[String], what: &str| -> Result<Vec<f32>> {
+            Ok(crate::eval::classify_all(&model, texts, what)?
+                .iter()
+                .map(|l| crate::metrics::softmax(&l.iter().map(|v| v / calibration.temperature).collect::<Vec<_>>())[pos])
+                .collect())
+        };
+        let scores = GuardScores {
+            benign: probability(&texts.benign, "guard benign dev")?,
+            attack: probability(&texts.attack, "guard jailbreak dev")?,
+            chat: probability(&texts.chat, "chat dev")?,
+            peer: probability(&texts.peer, "peer jailbreak")?,
+        };
+        let t = calibration.threshold.unwrap_or(0.5);
+        let _ = writeln!(md, "\n### Fine-tuned guard (`{}`) on the development sets\n", jailbreak_model.display());
+        let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is not the default: serving it costs another encoder pass per request.\n");
+        tuned_guard_json = guard_section(&mut md, &dev, &scores, t);
+    }
+
+    let json = json!({
+        "labels": labels,
+        "chat": { "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix, "ece": ece, "ece_uncalibrated": raw_ece,
+                  "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
+        "chat_finetuned": tuned_json,
+        "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
+        "guard": guard_json,
+        "guard_finetuned": tuned_guard_json,
+    });
+    Ok(DevReport { markdown: md, json })
+}
+
+/// The guard's texts: benign look-alikes, our jailbreaks, the chat prompts, the peer cases.
+struct GuardTexts {
+    benign: Vec<String>,
+    attack: Vec<String>,
+    chat: Vec<String>,
+    peer: Vec<String>,
+}
+
+impl GuardTexts {
+    fn of(dev: &DevSets, peer_jailbreak: &[String]) -> Self {
+        Self {
+            benign: dev.benign.iter().map(|g| g.text.clone()).collect(),
+            attack: dev.jailbreak.iter().map(|g| g.text.clone()).collect(),
+            chat: dev.chat.iter().map(|c| c.text.clone()).collect(),
+            peer: peer_jailbreak.to_vec(),
+        }
+    }
+}
+
+/// P(jailbreak) for each text of [`GuardTexts`], in the same order.
+struct GuardScores {
+    benign: Vec<f32>,
+    attack: Vec<f32>,
+    chat: Vec<f32>,
+    peer: Vec<f32>,
+}
+
+/// One guard on the development sets at threshold `gthr`: the rates, the families, the
+/// trade-off and the operating point for at most [`GUARD_DEV_MAX_BENIGN`] benign blocked.
+fn guard_section(md: &mut String, dev: &DevSets, p: &GuardScores, gthr: f32) -> Value {
+    let (benign_p, attack_p, chat_p, peer_p) = (&p.benign, &p.attack, &p.chat, &p.peer);
+    let rate = |p: &[f32], t: f32| p.iter().filter(|&&v| v >= t).count() as f64 / p.len().max(1) as f64;
     let _ = writeln!(md, "| set | n | blocked |\n|---|---|---|");
-    let _ = writeln!(md, "| benign look-alikes (must pass) | {} | **{}** |", benign_p.len(), pct(rate(&benign_p, gthr)));
-    let _ = writeln!(md, "| chat-style category prompts (must pass) | {} | {} |", chat_p.len(), pct(rate(&chat_p, gthr)));
-    let _ = writeln!(md, "| our jailbreaks (must be blocked: recall) | {} | **{}** |", attack_p.len(), pct(rate(&attack_p, gthr)));
-    let _ = writeln!(md, "| peer jailbreak cases (recall) | {} | **{}** |", peer_p.len(), pct(rate(&peer_p, gthr)));
+    let _ = writeln!(md, "| benign look-alikes (must pass) | {} | **{}** |", benign_p.len(), pct(rate(benign_p, gthr)));
+    let _ = writeln!(md, "| chat-style category prompts (must pass) | {} | {} |", chat_p.len(), pct(rate(chat_p, gthr)));
+    let _ = writeln!(md, "| our jailbreaks (must be blocked: recall) | {} | **{}** |", attack_p.len(), pct(rate(attack_p, gthr)));
+    let _ = writeln!(md, "| peer jailbreak cases (recall) | {} | **{}** |", peer_p.len(), pct(rate(peer_p, gthr)));
     let by_family = |items: &[(String, f32)]| -> BTreeMap<String, (usize, usize)> {
         let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (f, p) in items {
@@ -172,44 +253,38 @@ pub fn report(dir: &Path, embedder: &mut Embedder, category_head: &Path, jailbre
     let thresholds = [0.1f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995];
     let _ = writeln!(md, "\n#### Trade-off on the development sets (`prompt_guard.threshold`)\n");
     let _ = writeln!(md, "| threshold | benign look-alikes blocked | chat prompts blocked | recall, our jailbreaks | recall, peer jailbreaks |\n|---|---|---|---|---|");
+    let point = |t: f32| json!({ "threshold": t, "benign_blocked": rate(benign_p, t), "chat_blocked": rate(chat_p, t), "recall": rate(attack_p, t), "peer_recall": rate(peer_p, t) });
     let mut curve = Vec::new();
     for &t in &thresholds {
-        let _ = writeln!(md, "| {t} | {} | {} | {:.3} | {:.3} |", pct(rate(&benign_p, t)), pct(rate(&chat_p, t)), rate(&attack_p, t), rate(&peer_p, t));
-        curve.push(json!({ "threshold": t, "benign_blocked": rate(&benign_p, t), "chat_blocked": rate(&chat_p, t), "recall": rate(&attack_p, t), "peer_recall": rate(&peer_p, t) }));
+        let _ = writeln!(md, "| {t} | {} | {} | {:.3} | {:.3} |", pct(rate(benign_p, t)), pct(rate(chat_p, t)), rate(attack_p, t), rate(peer_p, t));
+        curve.push(point(t));
     }
-    // The operating point the issue of record asks for: the lowest threshold (0.001 steps) that
+    // The operating point of the project's guard target: the lowest threshold (0.001 steps) that
     // blocks at most GUARD_DEV_MAX_BENIGN of the benign look-alikes. Chosen on this set, so its
     // benign rate is fitted, not measured; the recall beside it is what that choice costs.
-    let dev_threshold = (500..1000).map(|k| k as f32 / 1000.0).find(|&t| rate(&benign_p, t) <= GUARD_DEV_MAX_BENIGN);
+    let dev_threshold = (500..1000).map(|k| k as f32 / 1000.0).find(|&t| rate(benign_p, t) <= GUARD_DEV_MAX_BENIGN);
     match dev_threshold {
         Some(t) => {
             let _ = writeln!(
                 md,
                 "\nAt most {} of the benign look-alikes blocked (chosen on this set, so that rate is fitted): threshold **{t:.3}**, chat prompts blocked {}, recall {:.3} on our jailbreaks and {:.3} on the peer cases.",
                 pct(GUARD_DEV_MAX_BENIGN),
-                pct(rate(&chat_p, t)),
-                rate(&attack_p, t),
-                rate(&peer_p, t)
+                pct(rate(chat_p, t)),
+                rate(attack_p, t),
+                rate(peer_p, t)
             );
         }
         None => {
             let _ = writeln!(md, "\nNo threshold up to 0.999 blocks at most {} of the benign look-alikes.", pct(GUARD_DEV_MAX_BENIGN));
         }
     }
-    let dev_point = dev_threshold.map(|t| json!({ "threshold": t, "benign_blocked": rate(&benign_p, t), "chat_blocked": rate(&chat_p, t), "recall": rate(&attack_p, t), "peer_recall": rate(&peer_p, t) }));
-
-    let json = json!({
-        "labels": labels,
-        "chat": { "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix, "ece": ece, "ece_uncalibrated": raw_ece,
-                  "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
-        "chat_finetuned": tuned_json,
-        "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
-        "guard": { "threshold": gthr, "benign_blocked": rate(&benign_p, gthr), "chat_blocked": rate(&chat_p, gthr), "recall": rate(&attack_p, gthr), "peer_recall": rate(&peer_p, gthr), "curve": curve, "at_dev_benign_target": dev_point },
-    });
-    Ok(DevReport { markdown: md, json })
+    let mut at = point(gthr);
+    at["curve"] = json!(curve);
+    at["at_dev_benign_target"] = dev_threshold.map(point).unwrap_or(Value::Null);
+    at
 }
 
-/// Benign look-alikes a guard may block (issue target), for the operating point read off the
+/// Benign look-alikes a guard may block (the project's target), for the operating point read off the
 /// development set's trade-off curve.
 pub const GUARD_DEV_MAX_BENIGN: f64 = 0.02;
 
