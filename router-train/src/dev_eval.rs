@@ -48,7 +48,7 @@ pub fn report(
     category_head: &Path,
     jailbreak_head: &Path,
     category_model: &Path,
-    jailbreak_model: &Path,
+    tuned_guard: Option<&crate::eval::FineTunedGuard>,
     threshold: f32,
     peer_jailbreak: &[String],
 ) -> Result<DevReport> {
@@ -162,24 +162,15 @@ pub fn report(
     let guard_json = guard_section(&mut md, &dev, &head_scores, gthr);
     // A fine-tuned guard (`finetune-jailbreak`), when one was trained: the same sets and table.
     let mut tuned_guard_json = Value::Null;
-    if jailbreak_model.join("model.safetensors").exists() {
-        let model = classifier_svc::model::Model::<burn::backend::Flex>::load(jailbreak_model, &Default::default(), &Default::default())?;
-        let calibration = classifier_svc::category_head::calibration_of(jailbreak_model)?;
-        let pos = model.labels.iter().position(|l| l == "jailbreak").ok_or_else(|| anyhow!("{}: no label `jailbreak`", jailbreak_model.display()))?;
-        let probability = |texts: &[String], what: &str| -> Result<Vec<f32>> {
-            Ok(crate::eval::classify_all(&model, texts, what)?
-                .iter()
-                .map(|l| crate::metrics::softmax(&l.iter().map(|v| v / calibration.temperature).collect::<Vec<_>>())[pos])
-                .collect())
-        };
+    if let Some(guard) = tuned_guard {
         let scores = GuardScores {
-            benign: probability(&texts.benign, "guard benign dev")?,
-            attack: probability(&texts.attack, "guard jailbreak dev")?,
-            chat: probability(&texts.chat, "chat dev")?,
-            peer: probability(&texts.peer, "peer jailbreak")?,
+            benign: guard.probabilities(&texts.benign, "guard benign dev")?,
+            attack: guard.probabilities(&texts.attack, "guard jailbreak dev")?,
+            chat: guard.probabilities(&texts.chat, "chat dev")?,
+            peer: guard.probabilities(&texts.peer, "peer jailbreak")?,
         };
-        let t = calibration.threshold.unwrap_or(0.5);
-        let _ = writeln!(md, "\n### Fine-tuned guard (`{}`) on the development sets\n", jailbreak_model.display());
+        let t = guard.threshold.unwrap_or(0.5);
+        let _ = writeln!(md, "\n### Fine-tuned guard (`{}`) on the development sets\n", guard.dir.display());
         let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is not the default: serving it costs another encoder pass per request.\n");
         tuned_guard_json = guard_section(&mut md, &dev, &scores, t);
     }

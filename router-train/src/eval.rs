@@ -106,6 +106,36 @@ fn tradeoff_table(md: &mut String, curve: &[Value]) {
     }
 }
 
+/// A fine-tuned guard (`finetune-jailbreak`) scored the way the sidecar scores it: its logits
+/// divided by its calibration temperature, P(`jailbreak`) from the softmax.
+pub struct FineTunedGuard {
+    pub dir: PathBuf,
+    model: Model<Flex>,
+    positive: usize,
+    temperature: f32,
+    /// Its own threshold, chosen on its calibration split when it was trained.
+    pub threshold: Option<f32>,
+}
+
+impl FineTunedGuard {
+    pub fn load_if_present(dir: &Path) -> Result<Option<Self>> {
+        if !dir.join("model.safetensors").exists() {
+            return Ok(None);
+        }
+        let model = Model::<Flex>::load(dir, &Default::default(), &Default::default())?;
+        let positive = model.labels.iter().position(|l| l == "jailbreak").ok_or_else(|| anyhow!("{}: no label `jailbreak`", dir.display()))?;
+        let calibration = classifier_svc::category_head::calibration_of(dir)?;
+        Ok(Some(Self { dir: dir.to_path_buf(), model, positive, temperature: calibration.temperature, threshold: calibration.threshold }))
+    }
+
+    pub fn probabilities(&self, texts: &[String], what: &str) -> Result<Vec<f32>> {
+        Ok(classify_all(&self.model, texts, what)?
+            .iter()
+            .map(|l| softmax(&l.iter().map(|v| v / self.temperature).collect::<Vec<_>>())[self.positive])
+            .collect())
+    }
+}
+
 /// How a fine-tuned model was trained, from the report `finetune-*` wrote next to it.
 fn how_finetuned(dir: &Path) -> String {
     let report: Value = std::fs::read_to_string(dir.join("finetune-report.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
@@ -217,7 +247,10 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
 
     // ---------------------------------------------------------------- chat-style dev sets
     let threshold = classifier_svc::Config::load(&args.router_config)?.classifier.category_model.threshold;
-    let dev = crate::dev_eval::report(&args.dev_dir, embedder, &args.category_head, &args.jailbreak_head, &args.category_model, &args.jailbreak_model, threshold, &peer.jailbreak)?;
+    // The fine-tuned guard, when one was trained: loaded once for the development sets and the
+    // validation/peer tables below.
+    let tuned_guard = FineTunedGuard::load_if_present(&args.jailbreak_model)?;
+    let dev = crate::dev_eval::report(&args.dev_dir, embedder, &args.category_head, &args.jailbreak_head, &args.category_model, tuned_guard.as_ref(), threshold, &peer.jailbreak)?;
     md.push_str(&dev.markdown);
     md.push('\n');
 
@@ -326,12 +359,8 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     jailbreak_rows(&mut md, "jailbreak head", &c_jval, &c_jpeer, &c_dom);
     // The fine-tuned encoder, when one was trained (on a GPU: `router-train finetune-jailbreak`).
     let mut tuned_curve = None;
-    if args.jailbreak_model.join("model.safetensors").exists() {
-        let model = Model::<Flex>::load(&args.jailbreak_model, &Default::default(), &device)?;
-        let pos = model.labels.iter().position(|l| *l == pos_label).ok_or_else(|| anyhow!("{}: no label `{pos_label}`", args.jailbreak_model.display()))?;
-        let probs = |texts: &[String], what: &str| -> Result<Vec<f32>> {
-            Ok(classify_all(&model, texts, what)?.iter().map(|l| softmax(l)[pos]).collect())
-        };
+    if let Some(guard) = &tuned_guard {
+        let probs = |texts: &[String], what: &str| guard.probabilities(texts, what);
         let tv = probs(&jval.iter().map(|e| e.text.clone()).collect::<Vec<_>>(), "validation")?;
         let tj = probs(&peer.jailbreak, "peer jailbreak")?;
         let td = probs(&peer.domain.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>(), "peer domain")?;
