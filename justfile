@@ -141,7 +141,7 @@ bench-extproc requests="1000" concurrency="1,16,64": setup build-wasm
 
 # Regenerate deploy/base/classifier-config.yaml from classifier-svc/config/router.yaml.
 deploy-config:
-    UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test deploy_manifests
+    UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test integration deploy_manifests::
 
 # The GPU Kind end-to-end profile (needs a GPU VM with Docker + NVIDIA runtime, kind, kubectl, helm).
 e2e-kind:

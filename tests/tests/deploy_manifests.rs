@@ -15,19 +15,17 @@
 //!   serves, with the policy's root id;
 //! - the scripts are syntactically valid shell.
 //!
-//! `UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests` regenerates
+//! `UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test integration deploy_manifests::` regenerates
 //! `deploy/base/classifier-config.yaml`.
-
-mod support_k8s;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
-use support_k8s::envoy_gateway;
-use support_k8s::kustomize::{self, Doc};
-use support_k8s::schema::{load_yaml_docs, Schemas};
+use crate::support_k8s::envoy_gateway;
+use crate::support_k8s::kustomize::{self, Doc};
+use crate::support_k8s::schema::{load_yaml_docs, Schemas};
 use wasm_filter::config::{FilterConfig, RouteMode};
 
 const BUILDS: &[&str] = &["", "overlays/e2e-kind", "overlays/gpu", HEADER_ROUTING];
@@ -682,7 +680,7 @@ fn generated_configmap() -> String {
     let mut out = String::from(
         "# GENERATED from classifier-svc/config/router.yaml (the local stack's policy) with the model\n\
          # names mapped by deploy/classifier/models.yaml. Do not edit: change those files and run\n\
-         #   UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests\n\
+         #   UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test integration deploy_manifests::\n\
          # (the test fails while this file is out of date).\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata:\n",
     );
@@ -709,7 +707,7 @@ fn classifier_configmap_is_generated_from_the_local_router_yaml() {
         } else {
             panic!(
                 "deploy/{CONFIGMAP} is out of date with classifier-svc/config/router.yaml / deploy/classifier/models.yaml; \
-                 run UPDATE_DEPLOY_MANIFESTS=1 cargo test -p router-tests --test deploy_manifests"
+                 run UPDATE_DEPLOY_MANIFESTS=1 cargo test --release -p router-tests --test integration deploy_manifests::"
             );
         }
     }

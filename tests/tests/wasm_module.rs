@@ -3,9 +3,7 @@
 use prost::Message;
 use router_proto::v1::{Block, ClassifyRequest, ClassifyResponse, Decision};
 use router_tests::envoy::wasm_filter_path;
-mod support;
-
-use support::wasm_host::{compile, Action, GrpcCall, ProxyWasmHost};
+use crate::support::wasm_host::{compile, Action, GrpcCall, ProxyWasmHost};
 use std::sync::OnceLock;
 use wasmtime::{Engine, Module};
 
