@@ -122,7 +122,7 @@ test: setup build-wasm eg-build
     cargo test --release --workspace
 
 # All benchmarks.
-bench: bench-overhead bench-extproc bench-dynamo bench-cache bench-filter bench-onnx
+bench: bench-overhead bench-extproc bench-dynamo bench-cache bench-filter bench-onnx bench-shared-pass
 
 # Latency the filter adds to Envoy (interleaved, one run): plain vs filter vs filter+callout.
 bench-overhead requests="2000" concurrency="1,16": setup build-wasm
@@ -150,6 +150,11 @@ e2e-kind:
 # Long mutation-fuzzing run of the filter's body handling (CI runs a short one in `just test`).
 fuzz iterations="1000000":
     FUZZ_ITERATIONS={{iterations}} cargo test --release -p wasm-filter fuzz_body_handling -- --nocapture
+
+# Model work per request: the embedding model and the fine-tuned classifiers as separate passes
+# vs one pass sharing their frozen lower layers (needs the category and jailbreak models).
+bench-shared-pass: category-model jailbreak-model
+    cargo run --release -p classifier-svc --example shared_pass
 
 # Semantic-cache lookup time at 1k / 10k / 100k entries.
 bench-cache:
@@ -263,8 +268,9 @@ category-model: data
     fi
 
 # A fine-tuned guard the same way (top 2 layers over the frozen lower 4, about 7 minutes on 2
-# cores, first run only). Not the default guard (another encoder pass per request); `just eval`
-# reports it beside the head, and `prompt_guard.model_id: models/jailbreak-model` serves it.
+# cores, first run only). Not the default guard; `just eval` reports it beside the head, and
+# `prompt_guard.model_id: models/jailbreak-model` serves it (its top 2 layers per request, a
+# branch of the embedding pass).
 jailbreak-model: data
     #!/usr/bin/env bash
     set -euo pipefail

@@ -5,8 +5,10 @@
 //! - a head (`EmbeddingHead`, `router-train train-category`) on the prompt embedding the router
 //!   computes anyway: one small matrix product per request;
 //! - a fine-tuned sequence classifier (HF `*ForSequenceClassification`, `router-train
-//!   finetune-category`): more accurate, but a second encoder pass per request, so the service
-//!   runs it on its own batching worker while the embedding runs ([`is_sequence_classifier`]).
+//!   finetune-category`): more accurate, at the price of its own encoder layers per request.
+//!   Trained over the embedding model's frozen lower layers, it runs as a branch of the
+//!   embedding pass (its top layers only, [`crate::model::shared`]); otherwise on its own
+//!   batching worker while the embedding runs ([`is_sequence_classifier`]).
 
 use std::path::Path;
 use std::sync::Mutex;

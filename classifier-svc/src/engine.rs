@@ -15,6 +15,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::batcher::{BatchError, BatchSettings, Batcher};
 use crate::config::{Config, Device};
 use crate::metrics::Metrics;
+use crate::model::shared::{Encoded, SharedPass};
 use crate::model::{LoadOptions, Model};
 use crate::guard::JailbreakDetector;
 use crate::policy::{Router, Signals};
@@ -34,11 +35,32 @@ pub struct SequenceClassifier {
     pub threshold: Option<f32>,
 }
 
+/// A fine-tuned sequence classifier that shares the embedding model's lower layers: its top
+/// layers and head are a branch of the embedding pass ([`SharedPass`]), no pass of its own.
+pub struct BranchClassifier {
+    /// Its index among the pass's branches.
+    pub branch: usize,
+    pub labels: Vec<String>,
+    /// Logits are divided by it before the softmax (`calibration.temperature`).
+    pub temperature: f32,
+    /// A guard's own threshold, chosen when it was trained (`calibration.threshold`).
+    pub threshold: Option<f32>,
+}
+
+impl BranchClassifier {
+    /// Calibrated class probabilities of one text's pass.
+    pub fn probabilities(&self, encoded: &Encoded) -> Vec<f32> {
+        crate::guard::softmax(&encoded.logits[self.branch].iter().map(|v| v / self.temperature).collect::<Vec<_>>())
+    }
+}
+
 /// A classifier the request path asks for class probabilities, of the kind its directory
-/// holds, decided once at load: a head over the shared sentence embedding (the frozen encoder,
-/// no second pass) or a fine-tuned sequence classifier on its own batching worker.
+/// holds, decided once at load: a head over the shared sentence embedding (no encoder work of
+/// its own), a fine-tuned classifier that branches off the embedding pass (its own top layers
+/// only), or a fine-tuned sequence classifier on its own batching worker (a whole pass).
 pub enum Classifier<H: ?Sized> {
     Head(Arc<H>),
+    Branch(BranchClassifier),
     Sequence(SequenceClassifier),
 }
 
@@ -52,7 +74,8 @@ pub struct Snapshot {
 /// Loaded model behind the batcher, the routing policy (swapped whole on a config reload)
 /// and the jailbreak guard.
 pub struct Engine {
-    pub batcher: Batcher,
+    /// The embedding pass, with the branches of the classifiers that share its lower layers.
+    pub batcher: Batcher<Encoded>,
     /// The policy in force; readers take the `Arc` and let go of the lock at once.
     policy: RwLock<Arc<Snapshot>>,
     /// The config the engine was built from: restart-only settings keep these values.
@@ -99,23 +122,21 @@ impl Engine {
     {
         let t = Instant::now();
         let dir = &config.bert_model.model_id;
-        let opts = LoadOptions {
-            max_len: Some(config.bert_model.max_seq_len),
-            task: Some(crate::model::Task::Embedding),
-        };
-        let mut model = Model::<B>::load(dir, &opts, &device)
-            .with_context(|| format!("bert_model.model_id: loading {}", dir.display()))?;
-        if config.bert_model.device == Device::Cuda {
-            model.seq_buckets = config.server.warmup_seq_lens.clone();
-        }
-        info!(model = %dir.display(), device = ?config.bert_model.device, millis = t.elapsed().as_millis() as u64, "model loaded");
+        // Fine-tuned classifiers (category model, guard): branches of the embedding pass when
+        // they share its lower layers, else a pass of their own on their own worker.
+        let fine_tuned = [
+            ("classifier.category_model.model_id", fine_tuned_dir(config.classifier.category_model.model_id.as_deref())),
+            ("prompt_guard.model_id", fine_tuned_dir(config.prompt_guard.model_id.as_deref())),
+        ];
+        let (pass, branches) = Self::load_pass::<B>(config, &fine_tuned, &device)?;
+        info!(model = %dir.display(), device = ?config.bert_model.device, branches = pass.branches(), shared_layers = pass.trunk(), millis = t.elapsed().as_millis() as u64, "model loaded");
 
         // All category texts in a few batches (one forward per chunk, not per text).
         let texts = Router::category_texts(config);
         let flat: Vec<&str> = texts.iter().flatten().map(|s| s.as_str()).collect();
         let mut vectors = Vec::with_capacity(flat.len());
         for chunk in flat.chunks(config.batching.max_batch_size.max(1)) {
-            vectors.extend(model.embed(chunk)?);
+            vectors.extend(pass.model.embed(chunk)?);
         }
         let mut it = vectors.into_iter();
         let embeddings = texts
@@ -123,7 +144,7 @@ impl Engine {
             .map(|t| it.by_ref().take(t.len()).collect())
             .collect();
         let router = Router::new(config, embeddings);
-        let dim = model.hidden_size;
+        let dim = pass.model.hidden_size;
         let guard_head = crate::guard::load(&config.prompt_guard, dim)?;
 
         // Warm every (batch, sequence) bucket on GPU backends (kernels are compiled per
@@ -135,7 +156,7 @@ impl Engine {
         };
         if !batch_buckets.is_empty() {
             let t = Instant::now();
-            let shapes = crate::gpu::warm_up(&model, &batch_buckets, &config.server.warmup_seq_lens)?;
+            let shapes = crate::gpu::warm_up_with(&batch_buckets, &config.server.warmup_seq_lens, |texts| pass.encode(texts).map(|_| ()))?;
             info!(shapes, millis = t.elapsed().as_millis() as u64, "warm-up done");
         }
 
@@ -145,54 +166,54 @@ impl Engine {
             queue_capacity: config.batching.queue_capacity,
         };
         let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
-        let category_model = Self::load_sequence_classifier::<B>(
-            "classifier.category_model.model_id",
-            config.classifier.category_model.model_id.as_deref(),
-            config,
-            &device,
-            &settings,
-            &batch_buckets,
-        )?;
-        let guard_model = Self::load_sequence_classifier::<B>(
-            "prompt_guard.model_id",
-            config.prompt_guard.model_id.as_deref(),
-            config,
-            &device,
-            &settings,
-            &batch_buckets,
-        )?;
-        if let Some(SequenceClassifier { labels, .. }) = &guard_model {
+        // One kind each, decided here: a branch of the embedding pass, a fine-tuned sequence
+        // classifier on its own worker, or a head over the sentence embedding.
+        let [category_model, guard_model] = [0, 1].map(|i| -> Result<Option<Classifier<()>>> {
+            let (key, dir) = fine_tuned[i];
+            let Some(dir) = dir else { return Ok(None) };
+            let crate::category_head::Calibration { temperature, threshold } = crate::category_head::calibration_of(dir).with_context(|| key.to_string())?;
+            Ok(Some(match &branches[i] {
+                Some((branch, labels)) => {
+                    info!(model = %dir.display(), key, labels = ?labels, temperature, threshold, shared_layers = pass.trunk(), "fine-tuned classifier runs as a branch of the embedding pass");
+                    Classifier::Branch(BranchClassifier { branch: *branch, labels: labels.clone(), temperature, threshold })
+                }
+                None => Classifier::Sequence(Self::load_sequence_classifier::<B>(key, dir, config, &device, &settings, &batch_buckets, temperature, threshold)?),
+            }))
+        });
+        let (category_model, guard_model) = (category_model?, guard_model?);
+        if let Some(Classifier::Branch(BranchClassifier { labels, .. }) | Classifier::Sequence(SequenceClassifier { labels, .. })) = &guard_model {
             crate::guard::positive_labels(labels, None).context("prompt_guard.model_id")?;
         }
-        // One kind each, decided here: a fine-tuned sequence classifier where the directory
-        // holds one, else a head over the sentence embedding.
         let guard = match guard_model {
-            Some(m) => Some(Classifier::Sequence(m)),
-            None => guard_head.map(|g| Classifier::Head(Arc::new(g) as Arc<dyn JailbreakDetector>)),
+            Some(Classifier::Branch(b)) => Some(Classifier::Branch(b)),
+            Some(Classifier::Sequence(m)) => Some(Classifier::Sequence(m)),
+            _ => guard_head.map(|g| Classifier::Head(Arc::new(g) as Arc<dyn JailbreakDetector>)),
         };
         let category = match category_model {
-            Some(m) => Some(Classifier::Sequence(m)),
-            None => crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?
+            Some(Classifier::Branch(b)) => Some(Classifier::Branch(b)),
+            Some(Classifier::Sequence(m)) => Some(Classifier::Sequence(m)),
+            _ => crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?
                 .map(|h| Classifier::Head(Arc::new(h))),
         };
         let category_reads_context = match &category {
             Some(Classifier::Head(h)) => h.uses_context(),
-            Some(Classifier::Sequence(m)) => m.labels.iter().any(|l| l == crate::category_head::NO_TOPIC),
+            Some(Classifier::Branch(BranchClassifier { labels, .. }) | Classifier::Sequence(SequenceClassifier { labels, .. })) => {
+                labels.iter().any(|l| l == crate::category_head::NO_TOPIC)
+            }
             None => false,
         };
         metrics.guard_configured.set(guard.is_some() as i64);
-        let mut models = vec![model];
+        let mut passes = vec![pass];
         for _ in 1..config.batching.workers {
-            let mut copy = Model::<B>::load(dir, &opts, &device)
-                .with_context(|| format!("bert_model.model_id: loading {}", dir.display()))?;
-            copy.seq_buckets = models[0].seq_buckets.clone();
-            models.push(copy);
+            let (mut copy, _) = Self::load_pass::<B>(config, &fine_tuned, &device)?;
+            copy.model.seq_buckets = passes[0].model.seq_buckets.clone();
+            passes.push(copy);
         }
-        let workers = models
+        let workers = passes
             .into_iter()
-            .map(|model| {
+            .map(|pass| {
                 let buckets = batch_buckets.clone();
-                move |texts: &[String]| crate::gpu::embed_bucketed(&model, texts, &buckets)
+                move |texts: &[String]| crate::gpu::run_bucketed(texts, &buckets, |padded| pass.encode(padded))
             })
             .collect();
         let batcher = Batcher::start_pool(workers, settings, metrics.clone());
@@ -210,29 +231,57 @@ impl Engine {
         })
     }
 
+    /// The embedding model of `bert_model.model_id` with, as branches, the `fine_tuned`
+    /// classifiers (config key, directory) that share its tokenizer and lower layers; per
+    /// classifier, its branch index and labels, or `None` (it needs a pass of its own).
+    fn load_pass<B: Backend>(
+        config: &Config,
+        fine_tuned: &[(&str, Option<&std::path::Path>)],
+        device: &B::Device,
+    ) -> Result<(SharedPass<B>, Vec<Option<(usize, Vec<String>)>>)> {
+        let dir = &config.bert_model.model_id;
+        let opts = LoadOptions { max_len: Some(config.bert_model.max_seq_len), task: Some(crate::model::Task::Embedding) };
+        let mut model = Model::<B>::load(dir, &opts, device).with_context(|| format!("bert_model.model_id: loading {}", dir.display()))?;
+        if config.bert_model.device != Device::Cpu {
+            model.seq_buckets = config.server.warmup_seq_lens.clone();
+        }
+        let mut pass = SharedPass::new(model);
+        let tokenizer = |d: &std::path::Path| std::fs::read(d.join("tokenizer.json")).ok();
+        let mut branches = Vec::new();
+        for &(key, classifier_dir) in fine_tuned {
+            let Some(classifier_dir) = classifier_dir.filter(|d| tokenizer(d).is_some() && tokenizer(d) == tokenizer(dir)) else {
+                branches.push(None);
+                continue;
+            };
+            let opts = LoadOptions { max_len: opts.max_len, task: Some(crate::model::Task::SequenceClassification) };
+            let classifier = Model::<B>::load(classifier_dir, &opts, device).with_context(|| format!("{key}: loading {}", classifier_dir.display()))?;
+            let labels = classifier.labels.clone();
+            branches.push(pass.add(classifier).ok().map(|(branch, _)| (branch, labels)));
+        }
+        Ok((pass, branches))
+    }
+
     /// The routing policy and config now in force.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A fine-tuned sequence classifier at `model_id` (`key` names the config key), on its own
-    /// batching worker answering class probabilities, with its labels; `None` when that
-    /// directory is a head (loaded elsewhere) or absent.
+    /// The fine-tuned sequence classifier in `dir` (`key` names the config key) on its own
+    /// batching worker, answering calibrated class probabilities.
+    #[allow(clippy::too_many_arguments)]
     fn load_sequence_classifier<B: Backend>(
         key: &str,
-        model_id: Option<&std::path::Path>,
+        dir: &std::path::Path,
         config: &Config,
         device: &B::Device,
         settings: &BatchSettings,
         batch_buckets: &[usize],
-    ) -> Result<Option<SequenceClassifier>>
+        temperature: f32,
+        threshold: Option<f32>,
+    ) -> Result<SequenceClassifier>
     where
         Model<B>: Send,
     {
-        let Some(dir) = model_id.filter(|p| !p.as_os_str().is_empty() && p.exists()) else { return Ok(None) };
-        if !crate::category_head::is_sequence_classifier(dir) {
-            return Ok(None);
-        }
         let t = Instant::now();
         let opts = LoadOptions { max_len: Some(config.bert_model.max_seq_len), task: Some(crate::model::Task::SequenceClassification) };
         let mut model = Model::<B>::load(dir, &opts, device).with_context(|| format!("{key}: loading {}", dir.display()))?;
@@ -242,14 +291,13 @@ impl Engine {
             crate::gpu::warm_up_with(batch_buckets, &config.server.warmup_seq_lens, |texts| model.classify(texts).map(|_| ()))?;
         }
         let labels = model.labels.clone();
-        let crate::category_head::Calibration { temperature, threshold } = crate::category_head::calibration_of(dir).with_context(|| key.to_string())?;
-        info!(model = %dir.display(), key, labels = ?labels, temperature, threshold, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded");
+        info!(model = %dir.display(), key, labels = ?labels, temperature, threshold, millis = t.elapsed().as_millis() as u64, "fine-tuned sequence classifier loaded (a pass of its own: it does not share the embedding model's layers)");
         let buckets = batch_buckets.to_vec();
         let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
             let logits = crate::gpu::run_bucketed(texts, &buckets, |padded| model.classify(padded))?;
             Ok(logits.iter().map(|l| crate::guard::softmax(&l.iter().map(|v| v / temperature).collect::<Vec<_>>())).collect())
         };
-        Ok(Some(SequenceClassifier { batcher: Batcher::start(classify, settings.clone(), Arc::new(())), labels, threshold }))
+        Ok(SequenceClassifier { batcher: Batcher::start(classify, settings.clone(), Arc::new(())), labels, threshold })
     }
 
     /// The PII token classifier of `classifier.pii_model.model_id` on its own batching worker
@@ -288,12 +336,7 @@ impl Engine {
         let flat: Vec<String> = texts.iter().flatten().cloned().collect();
         let mut vectors = Vec::with_capacity(flat.len());
         for chunk in flat.chunks(64) {
-            vectors.extend(
-                self.batcher
-                    .embed(chunk.to_vec())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("embedding the categories: {e}"))?,
-            );
+            vectors.extend(self.embed(chunk.to_vec()).await.map_err(|e| anyhow::anyhow!("embedding the categories: {e}"))?);
         }
         let mut it = vectors.into_iter();
         let embeddings = texts.iter().map(|t| it.by_ref().take(t.len()).collect()).collect();
@@ -303,6 +346,12 @@ impl Engine {
         }
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot { router, config });
         Ok(())
+    }
+
+    /// Sentence embeddings of `texts` (the `Embed` RPC, category examples). The branches run
+    /// too: the pass is one, whoever asks.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, BatchError> {
+        Ok(self.batcher.embed(texts).await?.into_iter().map(|e| e.embedding).collect())
     }
 
     /// The decision for one request.
@@ -322,10 +371,10 @@ impl Engine {
         // The earlier turns as one text, built once for the embedding and the category model.
         let context = (!req.context.is_empty()).then(|| context_text(&req.context));
         let mut texts = vec![req.text.clone()];
-        // Earlier turns are embedded when they mix into the prompt vector, or when the category
-        // head classifies them for topic-free follow-ups.
-        let head_uses_context = matches!(self.category, Some(Classifier::Head(_))) && self.category_reads_context;
-        if let Some(c) = context.as_ref().filter(|_| router.context_weight > 0.0 || head_uses_context) {
+        // Earlier turns are encoded when they mix into the prompt vector, or when the category
+        // head or branch classifies them for topic-free follow-ups.
+        let pass_reads_context = matches!(self.category, Some(Classifier::Head(_) | Classifier::Branch(_))) && self.category_reads_context;
+        if let Some(c) = context.as_ref().filter(|_| router.context_weight > 0.0 || pass_reads_context) {
             texts.push(c.clone());
         }
         // The PII model reads the whole conversation (PII in an earlier turn reaches the model
@@ -372,10 +421,11 @@ impl Engine {
             stage("guard", s);
             Some(r.map_err(anyhow::Error::from).and_then(|mut p| crate::guard::score_of(labels, &p.remove(0), *threshold)))
         };
-        let (embs, tagged, categorized, guarded) =
+        let (encoded, tagged, categorized, guarded) =
             tokio::join!(self.batcher.embed(texts).instrument(info_span!("embed")), tagged, categorized, guarded);
-        let embs = embs?;
+        let encoded = encoded?;
         stage("embed", s);
+        let embs: Vec<&[f32]> = encoded.iter().map(|e| e.embedding.as_slice()).collect();
 
         let mut signals = Signals::default();
         // What the policy's text signals read (keyword, structure, language, context size).
@@ -393,10 +443,16 @@ impl Engine {
             Some(Err(e)) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard model failed"),
             None => {}
         }
+        if let (Some(Classifier::Branch(g)), true) = (&self.guard, config.prompt_guard.enabled) {
+            match crate::guard::score_of(&g.labels, &g.probabilities(&encoded[0]), g.threshold) {
+                Ok(score) => signals.jailbreak = Some(score),
+                Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard failed"),
+            }
+        }
         if let Some(Classifier::Head(g)) = &self.guard {
             let s = Instant::now();
             let _span = info_span!("guard").entered();
-            match g.score(&embs[0]) {
+            match g.score(embs[0]) {
                 Ok(score) => signals.jailbreak = Some(score),
                 // A broken guard must not take routing down with it; it is logged and counted.
                 Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "jailbreak guard failed"),
@@ -432,14 +488,19 @@ impl Engine {
         }
 
         let s = Instant::now();
-        let prompt = router.prompt_vector(&embs[0], embs.get(1).map(|v| v.as_slice()));
+        let prompt = router.prompt_vector(embs[0], embs.get(1).copied());
         match categorized {
             Some(Ok(p)) => signals.category_probabilities = Some(p),
             Some(Err(e)) => warn!(request_id = %req.request_id, error = %e, "category model failed; using similarity"),
             None => {}
         }
+        if let Some(Classifier::Branch(b)) = &self.category {
+            let context = encoded.get(1).filter(|_| self.category_reads_context).map(|c| b.probabilities(c));
+            signals.category_probabilities =
+                Some(crate::category_head::categorize_probabilities(&b.labels, &b.probabilities(&encoded[0]), context.as_deref()));
+        }
         if let (Some(Classifier::Head(head)), None) = (&self.category, &signals.category_probabilities) {
-            let (text, context) = if head.uses_context() { (&embs[0][..], embs.get(1).map(|v| v.as_slice())) } else { (&prompt[..], None) };
+            let (text, context) = if head.uses_context() { (embs[0], embs.get(1).copied()) } else { (&prompt[..], None) };
             match head.categorize(text, context) {
                 Ok(p) => signals.category_probabilities = Some(p),
                 Err(e) => warn!(request_id = %req.request_id, error = %format!("{e:#}"), "category head failed; using similarity"),
@@ -461,3 +522,7 @@ fn context_text(turns: &[Turn]) -> String {
     crate::category_head::context_text(turns.iter().map(|t| (t.role.as_str(), t.content.as_str())))
 }
 
+/// `model_id` when it names an existing fine-tuned sequence classifier (not a head).
+fn fine_tuned_dir(model_id: Option<&std::path::Path>) -> Option<&std::path::Path> {
+    model_id.filter(|p| !p.as_os_str().is_empty() && p.exists() && crate::category_head::is_sequence_classifier(p))
+}

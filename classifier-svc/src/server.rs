@@ -100,7 +100,7 @@ impl Classifier for ClassifierService {
                 )));
             }
             let engine = self.engine()?;
-            engine.batcher.embed(texts).await.map_err(to_status)
+            engine.embed(texts).await.map_err(to_status)
         }
         .await;
         let vectors = result?;

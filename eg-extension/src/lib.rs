@@ -12,5 +12,10 @@ pub mod proto;
 pub mod service;
 pub mod wire;
 
+// The server end to end over gRPC. A module of the unit tests rather than a test binary of its
+// own: that binary alone took longer to build than this whole crate.
+#[cfg(test)]
+mod grpc_tests;
+
 pub use patch::{patch_listener, Options, Report, DEFAULT_ROOT_ID};
 pub use service::{serve, serve_on, shutdown_signal, Extension, SERVING_LOG};

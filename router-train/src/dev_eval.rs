@@ -93,7 +93,7 @@ pub fn report(
         let model = classifier_svc::model::Model::<burn::backend::Flex>::load(category_model, &Default::default(), &Default::default())?;
         let temperature = classifier_svc::category_head::calibration_of(category_model)?.temperature;
         let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
-        let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a second encoder pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
+        let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a branch of the embedding pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
         tuned_multiturn = Some((d.multiturn_kept, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>(), d.multiturn_test));
         tuned_json = d.json();
@@ -171,7 +171,7 @@ pub fn report(
         };
         let t = guard.threshold.unwrap_or(0.5);
         let _ = writeln!(md, "\n### Fine-tuned guard (`{}`) on the development sets\n", guard.dir.display());
-        let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is not the default: serving it costs another encoder pass per request.\n");
+        let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is not the default guard; served, it runs its own top 2 layers per request as a branch of the embedding pass (BENCHMARKS.md).\n");
         tuned_guard_json = guard_section(&mut md, &dev, &scores, t);
     }
 

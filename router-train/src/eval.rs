@@ -310,7 +310,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         // How it was trained, from the report `finetune-category` wrote next to it.
         let _ = writeln!(
             md,
-            "\nThe fine-tuned encoder (`{}`) is {}, on the same training split, calibrated on the held-out chat split and evaluated here from its saved weights. It is what `classifier.category_model.model_id` routes with by default (`just category-model`); serving it costs a second encoder pass per request.",
+            "\nThe fine-tuned encoder (`{}`) is {}, on the same training split, calibrated on the held-out chat split and evaluated here from its saved weights. It is what `classifier.category_model.model_id` routes with by default (`just category-model`); serving it costs its own top 2 layers per request, a branch of the embedding pass (BENCHMARKS.md).",
             args.category_model.display(),
             how_finetuned(&args.category_model)
         );
@@ -374,7 +374,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     if tuned_curve.is_some() {
         let _ = writeln!(
             md,
-            "\nThe fine-tuned encoder is {}, on the same training split, evaluated here on the CPU from its saved weights; `prompt_guard.model_id` selects it (a second encoder pass per request while the guard is enabled).",
+            "\nThe fine-tuned encoder is {}, on the same training split, evaluated here on the CPU from its saved weights; `prompt_guard.model_id` selects it (its own top 2 layers per request, a branch of the embedding pass, while the guard is enabled).",
             how_finetuned(&args.jailbreak_model)
         );
     }
@@ -486,8 +486,8 @@ const NOTES: &str = "
   request on top of the embedding the router computes anyway. On chat-style prompts that is where
   it levels off (the calibration split stays near 85–87% whatever its width, depth, dropout or
   data weight). The default category model goes further by fine-tuning MiniLM's top 2 layers
-  (`finetune-category --train-layers 2 --lr 2e-4 --epochs 2`, on the CPU; a second encoder pass
-  per request). Its settings were compared on the development set: top 1 layer, 3 epochs, 86.9%
+  (`finetune-category --train-layers 2 --lr 2e-4 --epochs 2`, on the CPU; its top 2 layers per
+  request). Its settings were compared on the development set: top 1 layer, 3 epochs, 86.9%
   (lr 1e-4) and 88.3% (3e-4), multi-turn 88.3% / 86.7%; top 2 layers, 2 epochs, 89.7% (1e-4),
   90.4% (2e-4), 90.7% (3e-4), multi-turn 85.0% / 83.3% / 85.0% (runs of the same command with
   the f16 copy of the encoder). The development set chose between them, so its number for the

@@ -13,6 +13,7 @@ pub mod hf;
 pub mod load;
 pub use load::LoadOptions;
 pub mod modernbert;
+pub mod shared;
 
 use anyhow::{bail, Result};
 use burn::nn::Linear;
@@ -204,7 +205,12 @@ impl<B: Backend> Model<B> {
 
     /// Mean-pooled, L2-normalised embeddings of an already tokenized batch.
     pub fn embed_batch(&self, batch: &Batch) -> Result<Vec<Vec<f32>>> {
-        let pooled = self.mean_pool(self.hidden(batch), batch);
+        self.pooled_embeddings(self.hidden(batch), batch)
+    }
+
+    /// Mean-pooled, L2-normalised embeddings from the last hidden state of `batch`.
+    pub fn pooled_embeddings(&self, hidden: Tensor<B, 3>, batch: &Batch) -> Result<Vec<Vec<f32>>> {
+        let pooled = self.mean_pool(hidden, batch);
         let h = pooled.dims()[1];
         let flat = to_vec(pooled)?;
         Ok(flat

@@ -19,7 +19,7 @@ struct TypedListenerRequest {
     #[prost(message, optional, tag = "1")]
     listener: Option<Listener>,
     #[prost(message, optional, tag = "2")]
-    post_listener_context: Option<eg_extension::proto::PostHTTPListenerExtensionContext>,
+    post_listener_context: Option<crate::proto::PostHTTPListenerExtensionContext>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -32,7 +32,7 @@ struct TypedListenerResponse {
 #[derive(Clone, PartialEq, prost::Message)]
 struct TypedTranslateRequest {
     #[prost(message, optional, tag = "1")]
-    post_translate_context: Option<eg_extension::proto::PostTranslateExtensionContext>,
+    post_translate_context: Option<crate::proto::PostTranslateExtensionContext>,
     #[prost(bytes = "vec", repeated, tag = "2")]
     clusters: Vec<Vec<u8>>,
     #[prost(bytes = "vec", repeated, tag = "3")]
@@ -101,7 +101,7 @@ async fn start() -> (Channel, tokio::sync::oneshot::Sender<()>, tokio::task::Joi
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(eg_extension::serve_on(listener, eg_extension::Options::default(), async {
+    let server = tokio::spawn(crate::serve_on(listener, crate::Options::default(), async {
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_timeout(Duration::from_secs(5)).connect().await.unwrap();
@@ -177,9 +177,9 @@ async fn envoy_gateway_style_calls_get_the_flag_set_on_our_filter_only() {
     assert_eq!(resp.listeners[1], plain);
 
     // The other hooks echo their resource (the generated raw-bytes client).
-    let mut client = eg_extension::proto::service::envoy_gateway_extension_client::EnvoyGatewayExtensionClient::new(channel.clone());
+    let mut client = crate::proto::service::envoy_gateway_extension_client::EnvoyGatewayExtensionClient::new(channel.clone());
     let route = client
-        .post_route_modify(eg_extension::proto::PostRouteModifyRequest { route: Some(vec![0x0a, 0x01, b'x']), post_route_context: None })
+        .post_route_modify(crate::proto::PostRouteModifyRequest { route: Some(vec![0x0a, 0x01, b'x']), post_route_context: None })
         .await
         .unwrap()
         .into_inner();
@@ -187,7 +187,7 @@ async fn envoy_gateway_style_calls_get_the_flag_set_on_our_filter_only() {
 
     // A malformed listener is an error (Envoy Gateway then keeps its previous configuration).
     let err = client
-        .post_http_listener_modify(eg_extension::proto::PostHTTPListenerModifyRequest { listener: Some(vec![0x1a, 0x7f]), post_listener_context: None })
+        .post_http_listener_modify(crate::proto::PostHTTPListenerModifyRequest { listener: Some(vec![0x1a, 0x7f]), post_listener_context: None })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
