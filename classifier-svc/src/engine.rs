@@ -128,7 +128,10 @@ impl Engine {
             ("classifier.category_model.model_id", fine_tuned_dir(config.classifier.category_model.model_id.as_deref())),
             ("prompt_guard.model_id", fine_tuned_dir(config.prompt_guard.model_id.as_deref())),
         ];
-        let (pass, branches) = Self::load_pass::<B>(config, &fine_tuned, &device)?;
+        // A guard disabled at start keeps a worker of its own instead: a branch runs on every
+        // pass, a worker only while the guard is enabled (a reload can enable it).
+        let shared: Vec<_> = fine_tuned.iter().enumerate().map(|(i, &(key, dir))| (key, dir.filter(|_| i == 0 || config.prompt_guard.enabled))).collect();
+        let (pass, branches) = Self::load_pass::<B>(config, &shared, &device)?;
         info!(model = %dir.display(), device = ?config.bert_model.device, branches = pass.branches(), shared_layers = pass.trunk(), millis = t.elapsed().as_millis() as u64, "model loaded");
 
         // All category texts in a few batches (one forward per chunk, not per text).
@@ -205,7 +208,7 @@ impl Engine {
         metrics.guard_configured.set(guard.is_some() as i64);
         let mut passes = vec![pass];
         for _ in 1..config.batching.workers {
-            let (mut copy, _) = Self::load_pass::<B>(config, &fine_tuned, &device)?;
+            let (mut copy, _) = Self::load_pass::<B>(config, &shared, &device)?;
             copy.model.seq_buckets = passes[0].model.seq_buckets.clone();
             passes.push(copy);
         }

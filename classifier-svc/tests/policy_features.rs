@@ -751,8 +751,8 @@ categories:
 /// A fine-tuned jailbreak classifier as `prompt_guard.model_id` (the tiny fixture relabelled
 /// benign / jailbreak / safe), both ways it can run: as a branch of the embedding pass (over the
 /// fixture it was made from) and on its own worker (beside a ModernBERT it shares nothing
-/// with). Its jailbreak probability is the guard's verdict, and nothing runs while the guard is
-/// disabled.
+/// with; and when it is disabled at start). Its jailbreak probability is the guard's verdict, and
+/// nothing runs while the guard is disabled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fine_tuned_guard_model_scores_and_blocks() {
     let dir = temp_dir("guard-model");
@@ -792,4 +792,17 @@ async fn a_fine_tuned_guard_model_scores_and_blocks() {
         let d = engine.classify(&request(text)).await.unwrap();
         assert!(d.jailbreak.is_none() && d.block.is_none(), "{embedding_model}: a disabled guard runs nothing");
     }
+
+    // Disabled at start, a guard that could branch gets a worker of its own (a branch would run
+    // on every pass); a reload that enables it applies at once.
+    let yaml = format!("{}prompt_guard: {{ enabled: false, model_id: {}, threshold: 0.0 }}\n", engine_yaml("fallback"), dir.display());
+    let mut cfg = Config::from_yaml(&yaml).unwrap();
+    let c = cfg.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::build(&c, Arc::new(Metrics::new()))).await.unwrap().unwrap();
+    assert!(matches!(engine.guard, Some(Classifier::Sequence(_))));
+    assert!(engine.classify(&request(text)).await.unwrap().jailbreak.is_none());
+    cfg.prompt_guard.enabled = true;
+    engine.reload(cfg).await.unwrap();
+    let verdict = engine.classify(&request(text)).await.unwrap().jailbreak.expect("enabled by the reload");
+    assert!((verdict.confidence - p).abs() < 1e-4, "{} vs {p}", verdict.confidence);
 }
