@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use anyhow::{bail, Context, Result};
 use tracing::{info, warn};
 
-use crate::guard::softmax;
+use crate::guard::calibrated;
 use crate::model::head::EmbeddingHead;
 use crate::CpuBackend;
 
@@ -80,8 +80,7 @@ impl CategoryHead {
             let head = self.head.lock().unwrap_or_else(|e| e.into_inner());
             head.logits_of(&[embedding.to_vec()], &Default::default())?
         };
-        let scaled: Vec<f32> = logits[0].iter().map(|l| l / self.temperature).collect();
-        Ok(self.labels.iter().cloned().zip(softmax(&scaled)).collect())
+        Ok(self.labels.iter().cloned().zip(calibrated(&logits[0], self.temperature)).collect())
     }
 
     /// Category probabilities of a message given the embedding of its earlier turns (see

@@ -50,7 +50,7 @@ pub struct BranchClassifier {
 impl BranchClassifier {
     /// Calibrated class probabilities of one text's pass.
     pub fn probabilities(&self, encoded: &Encoded) -> Vec<f32> {
-        crate::guard::softmax(&encoded.logits[self.branch].iter().map(|v| v / self.temperature).collect::<Vec<_>>())
+        crate::guard::calibrated(&encoded.logits[self.branch], self.temperature)
     }
 }
 
@@ -298,7 +298,7 @@ impl Engine {
         let buckets = batch_buckets.to_vec();
         let classify = move |texts: &[String]| -> Result<Vec<Vec<f32>>> {
             let logits = crate::gpu::run_bucketed(texts, &buckets, |padded| model.classify(padded))?;
-            Ok(logits.iter().map(|l| crate::guard::softmax(&l.iter().map(|v| v / temperature).collect::<Vec<_>>())).collect())
+            Ok(logits.iter().map(|l| crate::guard::calibrated(l, temperature)).collect())
         };
         Ok(SequenceClassifier { batcher: Batcher::start(classify, settings.clone(), Arc::new(())), labels, threshold })
     }

@@ -120,6 +120,11 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
     e.iter().map(|x| x / s).collect()
 }
 
+/// Calibrated probabilities: the softmax of `logits` divided by a fitted `temperature`.
+pub fn calibrated(logits: &[f32], temperature: f32) -> Vec<f32> {
+    softmax(&logits.iter().map(|v| v / temperature).collect::<Vec<_>>())
+}
+
 /// The guard of a config: `None` ("not configured") when `prompt_guard.model_id` is empty or
 /// names a directory that does not exist; an error when the directory is not a usable head.
 /// The head is loaded even while `prompt_guard.enabled` is false, so a reload can switch the
