@@ -108,7 +108,7 @@ build: build-wasm
     cargo build --release -p router-tests --bins
 
 # Local stack on 127.0.0.1:8080: classifier (CPU), Envoy + filter, NVIDIA Dynamo (or BACKEND_URL=http://host:port).
-run: setup build heads category-model
+run: setup build heads category-model jailbreak-model
     ./target/release/local-stack
 
 # Every test: filter logic (native), routing policy, the .wasm in a wasmtime host, the sidecar,
@@ -267,10 +267,9 @@ category-model: data
         cargo run --release -p router-train -- finetune-category --train-layers 2 --lr 2e-4 --epochs 2
     fi
 
-# A fine-tuned guard the same way (top 2 layers over the frozen lower 4, about 7 minutes on 2
-# cores, first run only). Not the default guard; `just eval` reports it beside the head, and
-# `prompt_guard.model_id: models/jailbreak-model` serves it (its top 2 layers per request, a
-# branch of the embedding pass).
+# The guard the router serves by default (prompt_guard.model_id), fine-tuned the same way: top 2
+# layers over the frozen lower 4, about 8 minutes on 2 cores, first run only; its top 2 layers
+# run per request as a branch of the embedding pass. `just eval` reports it beside the head.
 jailbreak-model: data
     #!/usr/bin/env bash
     set -euo pipefail
@@ -285,7 +284,7 @@ build-cuda:
     CARGO_TARGET_DIR=target/cuda cargo build --release -p classifier-svc --features cuda
 
 # The local stack with the classifier on the GPU.
-run-gpu: setup build build-cuda heads category-model
+run-gpu: setup build build-cuda heads category-model jailbreak-model
     CLASSIFIER_BIN=target/cuda/release/classifier-svc CLASSIFIER_ARGS="--device cuda" ./target/release/local-stack
 
 # Container images (classifier CPU/CUDA, Wasm OCI image, extension server); needs a Docker engine

@@ -95,7 +95,7 @@ pub fn report(
         let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
         let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a branch of the embedding pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
-        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>(), d.multiturn_test));
+        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_long, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>(), d.multiturn_test));
         tuned_json = d.json();
     }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
@@ -124,24 +124,31 @@ pub fn report(
     let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
     let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
     let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
-    if let Some((k, _, _)) = &tuned_multiturn {
+    if let Some((k, _, _, _)) = &tuned_multiturn {
         let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(*k));
     }
     let _ = writeln!(md, "| head, `no_topic` mix: P(c given the last message) + P(no_topic given it) × P(c given the earlier turns) | {} |", pct(kept as f64 / m));
     let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
     let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
-    if let Some((_, misses, _)) = tuned_multiturn.as_ref().filter(|(_, m, _)| !m.is_empty()) {
+    if let Some((_, _, misses, _)) = tuned_multiturn.as_ref().filter(|(_, _, m, _)| !m.is_empty()) {
         let _ = writeln!(md, "\nWhat the fine-tuned encoder missed:\n\n| last message | conversation | chosen | P(no_topic) |\n|---|---|---|---|");
         for line in misses {
             let _ = writeln!(md, "{line}");
         }
     }
-    if let Some((_, _, Some((kept, n)))) = &tuned_multiturn {
+    if let Some((_, (long_kept, long_n), _, test)) = &tuned_multiturn {
         let _ = writeln!(
             md,
-            "\nHow earlier turns are used (four turns, the user's first) was chosen while reading this set's misses, so the figure above is optimistic. On the held-out multi-turn test set (`router-train/sets/multiturn-test.jsonl`: {n} conversations with answers of 80–250 words and up to five earlier questions, never read while choosing anything) the fine-tuned encoder keeps **{}**.",
-            pct(*kept)
+            "\nHow earlier turns are used (four turns, the user's first) was chosen while reading this set's misses, so the figure above is optimistic. A second development set written later to look like longer chats (`router-train/sets/multiturn-dev-long.jsonl`: {long_n} conversations, answers of 137–210 words, two to five earlier questions, topic-free middle turns in half of them) kept **{}** with the same rule.",
+            pct(*long_kept)
         );
+        if let Some((kept, n)) = test {
+            let _ = writeln!(
+                md,
+                "On the held-out multi-turn test set (`router-train/sets/multiturn-test.jsonl`: {n} conversations with answers of 80–250 words and up to five earlier questions, never read while choosing anything) the fine-tuned encoder keeps **{}**.",
+                pct(*kept)
+            );
+        }
     }
 
     // ------------------------------------------------------------ guard
@@ -171,7 +178,7 @@ pub fn report(
         };
         let t = guard.threshold.unwrap_or(0.5);
         let _ = writeln!(md, "\n### Fine-tuned guard (`{}`) on the development sets\n", guard.dir.display());
-        let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is not the default guard; served, it runs its own top 2 layers per request as a branch of the embedding pass (BENCHMARKS.md).\n");
+        let _ = writeln!(md, "Threshold {t:.2}: the model's own, chosen on its calibration split the same way. It is the default guard (`prompt_guard.model_id`); served, it runs its own top 2 layers per request as a branch of the embedding pass (BENCHMARKS.md).\n");
         tuned_guard_json = guard_section(&mut md, &dev, &scores, t);
     }
 
@@ -291,6 +298,8 @@ pub struct SequenceDev {
     pub multiturn_n: usize,
     /// The follow-ups that lost the conversation's category, for reading what limits it.
     pub multiturn_misses: Vec<MultiturnMiss>,
+    /// Kept on the second development set (long answers, up to five earlier questions), and its size.
+    pub multiturn_long: (f64, usize),
     /// Kept on the held-out multi-turn test set (never read while choosing anything), and its
     /// size; `None` without the set.
     pub multiturn_test: Option<(f64, usize)>,
@@ -308,6 +317,7 @@ impl SequenceDev {
     pub fn json(&self) -> Value {
         json!({ "n": self.chat.total(), "accuracy": self.chat.accuracy(), "macro_f1": self.chat.macro_f1(), "matrix": self.chat.matrix, "ece": self.ece,
                 "multiturn": { "n": self.multiturn_n, "kept": self.multiturn_kept },
+                "multiturn_long": { "n": self.multiturn_long.1, "kept": self.multiturn_long.0 },
                 "multiturn_test": self.multiturn_test.map(|(kept, n)| json!({ "n": n, "kept": kept })) })
     }
 }
@@ -347,6 +357,7 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
     };
     let kept_share = |misses: usize, n: usize| (n - misses) as f64 / n.max(1) as f64;
     let multiturn_misses = misses_on(&dev.multiturn)?;
+    let multiturn_long = (kept_share(misses_on(&dev.multiturn_long)?.len(), dev.multiturn_long.len()), dev.multiturn_long.len());
     let multiturn_test = if dev.multiturn_test.is_empty() {
         None
     } else {
@@ -354,7 +365,7 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
         Some((kept_share(misses_on(&dev.multiturn_test)?.len(), n), n))
     };
     let n = dev.multiturn.len();
-    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept_share(multiturn_misses.len(), n), multiturn_n: n, multiturn_misses, multiturn_test })
+    Ok(SequenceDev { chat, confidence, ece, multiturn_kept: kept_share(multiturn_misses.len(), n), multiturn_n: n, multiturn_misses, multiturn_long, multiturn_test })
 }
 
 /// `router-train dev-eval`: the saved sequence classifier in `model_dir` on the dev sets.
@@ -364,6 +375,7 @@ pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
     let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
     println!("{}: chat dev n {} accuracy {:.4} macro-F1 {:.4} ECE {:.3} (temperature {temperature:.2})", model_dir.display(), d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
     println!("multi-turn n {} kept {:.4}", d.multiturn_n, d.multiturn_kept);
+    println!("multi-turn, long answers n {} kept {:.4}", d.multiturn_long.1, d.multiturn_long.0);
     if let Some((kept, n)) = d.multiturn_test {
         println!("held-out multi-turn test n {n} kept {kept:.4}");
     }

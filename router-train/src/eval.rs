@@ -364,10 +364,13 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         let tv = probs(&jval.iter().map(|e| e.text.clone()).collect::<Vec<_>>(), "validation")?;
         let tj = probs(&peer.jailbreak, "peer jailbreak")?;
         let td = probs(&peer.domain.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>(), "peer domain")?;
+        // At its own threshold (chosen on its calibration split), as the sidecar serves it.
+        let own = guard.threshold.unwrap_or(0.5);
+        let flag = |p: &[f32]| -> Vec<usize> { p.iter().map(|&p| usize::from(p >= own)).collect() };
         let c_val = Confusion::new(2, &jy, &flag(&tv));
         let c_j = Confusion::new(2, &vec![1; tj.len()], &flag(&tj));
         let c_d = Confusion::new(2, &vec![0; td.len()], &flag(&td));
-        jailbreak_rows(&mut md, "fine-tuned encoder (`models/jailbreak-model`)", &c_val, &c_j, &c_d);
+        jailbreak_rows(&mut md, &format!("fine-tuned encoder (`models/jailbreak-model`, threshold {own})"), &c_val, &c_j, &c_d);
         tuned_curve = Some(tradeoff(&tv, &jy, &tj, &td));
     }
     let _ = writeln!(md, "| peer jailbreak cases | baseline (server today: no jailbreak check) | {} | — | 0.000 | — | 0.0% |", c_jpeer.total());

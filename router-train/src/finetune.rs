@@ -615,6 +615,7 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
                 let d = crate::dev_eval::sequence_model_on_dev(&dev_dir, &labels, temperature, |t| classify_saved(&mut saved, t, args.batch_size, args.seq_len, fixed))?;
                 println!("  chat dev n {:>5}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.3}", d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
                 println!("  multi-turn n {:>3}  kept {:.4}", d.multiturn_n, d.multiturn_kept);
+                println!("  multi-turn, long answers n {:>3}  kept {:.4}", d.multiturn_long.1, d.multiturn_long.0);
                 if let Some((kept, n)) = d.multiturn_test {
                     println!("  held-out multi-turn test n {n:>3}  kept {kept:.4}");
                 }

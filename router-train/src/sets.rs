@@ -71,6 +71,9 @@ fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 pub struct DevSets {
     pub chat: Vec<ChatPrompt>,
     pub multiturn: Vec<Conversation>,
+    /// A second multi-turn development set with long answers and up to five earlier questions
+    /// (`multiturn-dev-long.jsonl`), also used to choose how earlier turns are used.
+    pub multiturn_long: Vec<Conversation>,
     /// Held-out multi-turn conversations (`multiturn-test.jsonl`), for the one figure reported
     /// after every choice was made on `multiturn`; empty when the file is absent.
     pub multiturn_test: Vec<Conversation>,
@@ -83,6 +86,7 @@ impl DevSets {
         Ok(Self {
             chat: read(&dir.join("chat-dev.jsonl"))?,
             multiturn: read(&dir.join("multiturn-dev.jsonl"))?,
+            multiturn_long: read(&dir.join("multiturn-dev-long.jsonl"))?,
             multiturn_test: match dir.join("multiturn-test.jsonl") {
                 path if path.exists() => read(&path)?,
                 _ => Vec::new(),
@@ -95,7 +99,7 @@ impl DevSets {
     /// Every text of every development set (for de-duplicating training data against them).
     pub fn texts(&self) -> Vec<String> {
         let mut out: Vec<String> = self.chat.iter().map(|c| c.text.clone()).collect();
-        out.extend(self.multiturn.iter().chain(&self.multiturn_test).flat_map(|c| c.messages.iter().map(|m| m.content.clone())));
+        out.extend(self.multiturn.iter().chain(&self.multiturn_long).chain(&self.multiturn_test).flat_map(|c| c.messages.iter().map(|m| m.content.clone())));
         out.extend(self.benign.iter().chain(&self.jailbreak).map(|g| g.text.clone()));
         out
     }
