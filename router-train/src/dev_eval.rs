@@ -137,9 +137,14 @@ pub fn report(
         }
     }
     if let Some((_, (long_kept, long_n), _, test)) = &tuned_multiturn {
+        // The set's shape, read from it: answer lengths and earlier questions per conversation.
+        let answer_words = dev.multiturn_long.iter().flat_map(|c| &c.messages).filter(|m| m.role == "assistant").map(|m| m.content.split_whitespace().count());
+        let (shortest, longest) = answer_words.fold((usize::MAX, 0), |(lo, hi), w| (lo.min(w), hi.max(w)));
+        let questions = dev.multiturn_long.iter().map(|c| c.messages.iter().filter(|m| m.role == "user").count() - 1);
+        let (fewest, most) = questions.fold((usize::MAX, 0), |(lo, hi), q| (lo.min(q), hi.max(q)));
         let _ = writeln!(
             md,
-            "\nHow earlier turns are used (four turns, the user's first) was chosen while reading this set's misses, so the figure above is optimistic. A second development set written later to look like longer chats (`router-train/sets/multiturn-dev-long.jsonl`: {long_n} conversations, answers of 137–210 words, two to five earlier questions, topic-free middle turns in half of them) kept **{}** with the same rule.",
+            "\nHow earlier turns are used (four turns, the user's first) was chosen while reading this set's misses, so the figure above is optimistic. A second development set written later to look like longer chats (`router-train/sets/multiturn-dev-long.jsonl`: {long_n} conversations, answers of {shortest}–{longest} words, {fewest} to {most} earlier questions, topic-free middle turns in half of them) kept **{}** with the same rule.",
             pct(*long_kept)
         );
         if let Some((kept, n)) = test {
