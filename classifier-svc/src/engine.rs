@@ -64,6 +64,22 @@ pub enum Classifier<H: ?Sized> {
     Sequence(SequenceClassifier),
 }
 
+/// The two kinds a fine-tuned classifier's directory can load as (decided before the head
+/// fallback, which is typed per role).
+enum FineTuned {
+    Branch(BranchClassifier),
+    Sequence(SequenceClassifier),
+}
+
+impl<H: ?Sized> From<FineTuned> for Classifier<H> {
+    fn from(f: FineTuned) -> Self {
+        match f {
+            FineTuned::Branch(b) => Classifier::Branch(b),
+            FineTuned::Sequence(s) => Classifier::Sequence(s),
+        }
+    }
+}
+
 /// The routing policy and the config it was built from, swapped together on a reload so a
 /// request never sees one without the other.
 pub struct Snapshot {
@@ -171,32 +187,29 @@ impl Engine {
         let pii_tagger = Self::load_pii_tagger::<B>(config, &device, &settings)?;
         // One kind each, decided here: a branch of the embedding pass, a fine-tuned sequence
         // classifier on its own worker, or a head over the sentence embedding.
-        let [category_model, guard_model] = [0, 1].map(|i| -> Result<Option<Classifier<()>>> {
+        let [category_model, guard_model] = [0, 1].map(|i| -> Result<Option<FineTuned>> {
             let (key, dir) = fine_tuned[i];
             let Some(dir) = dir else { return Ok(None) };
             let crate::category_head::Calibration { temperature, threshold } = crate::category_head::calibration_of(dir).with_context(|| key.to_string())?;
             Ok(Some(match &branches[i] {
                 Some((branch, labels)) => {
                     info!(model = %dir.display(), key, labels = ?labels, temperature, threshold, shared_layers = pass.trunk(), "fine-tuned classifier runs as a branch of the embedding pass");
-                    Classifier::Branch(BranchClassifier { branch: *branch, labels: labels.clone(), temperature, threshold })
+                    FineTuned::Branch(BranchClassifier { branch: *branch, labels: labels.clone(), temperature, threshold })
                 }
-                None => Classifier::Sequence(Self::load_sequence_classifier::<B>(key, dir, config, &device, &settings, &batch_buckets, temperature, threshold)?),
+                None => FineTuned::Sequence(Self::load_sequence_classifier::<B>(key, dir, config, &device, &settings, &batch_buckets, temperature, threshold)?),
             }))
         });
         let (category_model, guard_model) = (category_model?, guard_model?);
-        if let Some(Classifier::Branch(BranchClassifier { labels, .. }) | Classifier::Sequence(SequenceClassifier { labels, .. })) = &guard_model {
+        if let Some(FineTuned::Branch(BranchClassifier { labels, .. }) | FineTuned::Sequence(SequenceClassifier { labels, .. })) = &guard_model {
             crate::guard::positive_labels(labels, None).context("prompt_guard.model_id")?;
         }
         let guard = match guard_model {
-            Some(Classifier::Branch(b)) => Some(Classifier::Branch(b)),
-            Some(Classifier::Sequence(m)) => Some(Classifier::Sequence(m)),
-            _ => guard_head.map(|g| Classifier::Head(Arc::new(g) as Arc<dyn JailbreakDetector>)),
+            Some(f) => Some(f.into()),
+            None => guard_head.map(|g| Classifier::Head(Arc::new(g) as Arc<dyn JailbreakDetector>)),
         };
         let category = match category_model {
-            Some(Classifier::Branch(b)) => Some(Classifier::Branch(b)),
-            Some(Classifier::Sequence(m)) => Some(Classifier::Sequence(m)),
-            _ => crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?
-                .map(|h| Classifier::Head(Arc::new(h))),
+            Some(f) => Some(f.into()),
+            None => crate::category_head::load(config.classifier.category_model.model_id.as_deref(), dim)?.map(|h| Classifier::Head(Arc::new(h))),
         };
         let category_reads_context = match &category {
             Some(Classifier::Head(h)) => h.uses_context(),
