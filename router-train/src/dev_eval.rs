@@ -381,9 +381,7 @@ pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
     println!("{}: chat dev n {} accuracy {:.4} macro-F1 {:.4} ECE {:.3} (temperature {temperature:.2})", model_dir.display(), d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
     println!("multi-turn n {} kept {:.4}", d.multiturn_n, d.multiturn_kept);
     println!("multi-turn, long answers n {} kept {:.4}", d.multiturn_long.1, d.multiturn_long.0);
-    if let Some((kept, n)) = d.multiturn_test {
-        println!("held-out multi-turn test n {n} kept {kept:.4}");
-    }
+    // Not the held-out multi-turn test: this command is for comparing settings (`eval` reports it).
     for m in &d.multiturn_misses {
         println!("  missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
     }
