@@ -87,16 +87,14 @@ pub fn report(
     let _ = writeln!(md, "| right category with the threshold (below it counts as wrong) | {} |", pct(c_thr.accuracy()));
     // The fine-tuned encoder, when one was trained (`finetune-category`): the same sets
     // through the sidecar's rule, with its own temperature.
-    let mut tuned_json = Value::Null;
-    let mut tuned_multiturn = None;
+    let mut tuned = None;
     if category_model.join("model.safetensors").exists() {
         let model = classifier_svc::model::Model::<burn::backend::Flex>::load(category_model, &Default::default(), &Default::default())?;
         let temperature = classifier_svc::category_head::calibration_of(category_model)?.temperature;
         let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
         let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a branch of the embedding pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
-        tuned_multiturn = Some((d.multiturn_kept, d.multiturn_long, d.multiturn_misses.iter().map(|m| format!("| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic)).collect::<Vec<_>>(), d.multiturn_test));
-        tuned_json = d.json();
+        tuned = Some(d);
     }
     let _ = writeln!(md, "\n| category | P | R | F1 | n |\n|---|---|---|---|---|");
     for (i, l) in labels.iter().enumerate() {
@@ -124,19 +122,19 @@ pub fn report(
     let _ = writeln!(md, "\n### Multi-turn: a last message without a topic of its own\n");
     let _ = writeln!(md, "{} conversations; the filter sends the last user message and the {CONTEXT_TURNS} turns before it. Kept = the conversation's category chosen.\n", my.len());
     let _ = writeln!(md, "| how the earlier turns are used | kept |\n|---|---|");
-    if let Some((k, _, _, _)) = &tuned_multiturn {
-        let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(*k));
+    if let Some(d) = &tuned {
+        let _ = writeln!(md, "| **fine-tuned encoder, `no_topic` mix (serving)** | **{}** |", pct(d.multiturn_kept));
     }
     let _ = writeln!(md, "| head, `no_topic` mix: P(c given the last message) + P(no_topic given it) × P(c given the earlier turns) | {} |", pct(kept as f64 / m));
     let _ = writeln!(md, "| embedding mix, context weight {OLD_CONTEXT_WEIGHT} (before) | {} |", pct(old_mix as f64 / m));
     let _ = writeln!(md, "| last message alone | {} |", pct(alone as f64 / m));
-    if let Some((_, _, misses, _)) = tuned_multiturn.as_ref().filter(|(_, _, m, _)| !m.is_empty()) {
+    if let Some(d) = tuned.as_ref().filter(|d| !d.multiturn_misses.is_empty()) {
         let _ = writeln!(md, "\nWhat the fine-tuned encoder missed:\n\n| last message | conversation | chosen | P(no_topic) |\n|---|---|---|---|");
-        for line in misses {
-            let _ = writeln!(md, "{line}");
+        for m in &d.multiturn_misses {
+            let _ = writeln!(md, "| {} | {} | {} | {:.2} |", m.last.replace('|', "/"), m.expected, m.chosen, m.no_topic);
         }
     }
-    if let Some((_, (long_kept, long_n), _, test)) = &tuned_multiturn {
+    if let Some(SequenceDev { multiturn_long: (long_kept, long_n), multiturn_test: test, .. }) = &tuned {
         // The set's shape, read from it: answer lengths and earlier questions per conversation.
         let answer_words = dev.multiturn_long.iter().flat_map(|c| &c.messages).filter(|m| m.role == "assistant").map(|m| m.content.split_whitespace().count());
         let (shortest, longest) = answer_words.fold((usize::MAX, 0), |(lo, hi), w| (lo.min(w), hi.max(w)));
@@ -191,7 +189,7 @@ pub fn report(
         "labels": labels,
         "chat": { "n": c.total(), "accuracy": c.accuracy(), "macro_f1": c.macro_f1(), "matrix": c.matrix, "ece": ece, "ece_uncalibrated": raw_ece,
                   "temperature": head.temperature(), "threshold": threshold, "routed": routed.len() as f64 / y.len() as f64, "routed_accuracy": routed_acc, "accuracy_with_threshold": c_thr.accuracy() },
-        "chat_finetuned": tuned_json,
+        "chat_finetuned": tuned.as_ref().map_or(Value::Null, SequenceDev::json),
         "multiturn": { "n": my.len(), "kept": kept as f64 / m, "kept_embedding_mix": old_mix as f64 / m, "kept_last_message_alone": alone as f64 / m },
         "guard": guard_json,
         "guard_finetuned": tuned_guard_json,
@@ -319,6 +317,17 @@ pub struct MultiturnMiss {
 }
 
 impl SequenceDev {
+    /// What `finetune-*` and `dev-eval` print: the development sets, and the follow-ups missed
+    /// (not the held-out multi-turn test: settings are compared by this output; `eval` reports it).
+    pub fn print_summary(&self) {
+        println!("  chat dev n {:>5}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.3}", self.chat.total(), self.chat.accuracy(), self.chat.macro_f1(), self.ece);
+        println!("  multi-turn n {:>3}  kept {:.4}", self.multiturn_n, self.multiturn_kept);
+        println!("  multi-turn, long answers n {:>3}  kept {:.4}", self.multiturn_long.1, self.multiturn_long.0);
+        for m in &self.multiturn_misses {
+            println!("    missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
+        }
+    }
+
     pub fn json(&self) -> Value {
         json!({ "n": self.chat.total(), "accuracy": self.chat.accuracy(), "macro_f1": self.chat.macro_f1(), "matrix": self.chat.matrix, "ece": self.ece,
                 "multiturn": { "n": self.multiturn_n, "kept": self.multiturn_kept },
@@ -378,12 +387,7 @@ pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
     let model = classifier_svc::model::Model::<burn::backend::Flex>::load(model_dir, &Default::default(), &Default::default())?;
     let temperature = classifier_svc::category_head::calibration_of(model_dir)?.temperature;
     let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
-    println!("{}: chat dev n {} accuracy {:.4} macro-F1 {:.4} ECE {:.3} (temperature {temperature:.2})", model_dir.display(), d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
-    println!("multi-turn n {} kept {:.4}", d.multiturn_n, d.multiturn_kept);
-    println!("multi-turn, long answers n {} kept {:.4}", d.multiturn_long.1, d.multiturn_long.0);
-    // Not the held-out multi-turn test: this command is for comparing settings (`eval` reports it).
-    for m in &d.multiturn_misses {
-        println!("  missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
-    }
+    println!("{} (temperature {temperature:.2}):", model_dir.display());
+    d.print_summary();
     Ok(())
 }

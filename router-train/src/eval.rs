@@ -74,6 +74,11 @@ fn category_rows(md: &mut String, set: &str, model: &str, c: &Confusion) {
 }
 
 /// The three jailbreak rows of one model: validation, peer jailbreak cases, peer questions.
+/// 1 where P(jailbreak) reaches `threshold`, else 0.
+fn flags_at(p: &[f32], threshold: f32) -> Vec<usize> {
+    p.iter().map(|&p| usize::from(p >= threshold)).collect()
+}
+
 fn jailbreak_rows(md: &mut String, name: &str, val: &Confusion, peer_jailbreaks: &Confusion, peer_questions: &Confusion) {
     let m = val.class(1);
     let _ = writeln!(md, "| val (both labels) | {name} | {} | {:.3} | {:.3} | {:.3} | {} |", val.total(), m.precision, m.recall, m.f1, pct(val.false_positive_rate()));
@@ -336,7 +341,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
     let pos = *jmeta.label2id.get(&pos_label).ok_or_else(|| anyhow!("no label `{pos_label}`"))?;
     let threshold = jmeta.threshold.unwrap_or(0.5);
     let prob = |x: &[Vec<f32>]| -> Vec<f32> { train::predict(&jb, x, &device).iter().map(|l| softmax(l)[pos]).collect() };
-    let flag = |p: &[f32]| -> Vec<usize> { p.iter().map(|&p| usize::from(p >= threshold)).collect() };
+    let flag = |p: &[f32]| flags_at(p, threshold);
     let jex = train::examples(Task::Jailbreak, dirs)?;
     let jval: Vec<_> = jex.iter().filter(|e| e.split == "validation").collect();
     let jtrain = jex.len() - jval.len();
@@ -366,7 +371,7 @@ pub fn run(dirs: &DataDirs, embedder: &mut Embedder, args: &EvalArgs) -> Result<
         let td = probs(&peer.domain.iter().map(|(q, _)| q.clone()).collect::<Vec<_>>(), "peer domain")?;
         // At its own threshold (chosen on its calibration split), as the sidecar serves it.
         let own = guard.threshold.unwrap_or(0.5);
-        let flag = |p: &[f32]| -> Vec<usize> { p.iter().map(|&p| usize::from(p >= own)).collect() };
+        let flag = |p: &[f32]| flags_at(p, own);
         let c_val = Confusion::new(2, &jy, &flag(&tv));
         let c_j = Confusion::new(2, &vec![1; tj.len()], &flag(&tj));
         let c_d = Confusion::new(2, &vec![0; td.len()], &flag(&td));

@@ -613,14 +613,7 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
             let dev_dir = crate::sets::SetDirs::default().dev;
             let dev = if dev_dir.join("chat-dev.jsonl").exists() {
                 let d = crate::dev_eval::sequence_model_on_dev(&dev_dir, &labels, temperature, |t| classify_saved(&mut saved, t, args.batch_size, args.seq_len, fixed))?;
-                println!("  chat dev n {:>5}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.3}", d.chat.total(), d.chat.accuracy(), d.chat.macro_f1(), d.ece);
-                println!("  multi-turn n {:>3}  kept {:.4}", d.multiturn_n, d.multiturn_kept);
-                println!("  multi-turn, long answers n {:>3}  kept {:.4}", d.multiturn_long.1, d.multiturn_long.0);
-                // The held-out multi-turn test is not printed here: whoever compares training
-                // settings by this output must not see it (`router-train eval` reports it).
-                for m in &d.multiturn_misses {
-                    println!("    missed: {:?} ({} → {}, P(no_topic) {:.2})", m.last, m.expected, m.chosen, m.no_topic);
-                }
+                d.print_summary();
                 Some(d.json())
             } else {
                 None
