@@ -2,7 +2,7 @@
 //! training, never the development sets): a temperature for the category head, so that its
 //! probability means what it says, and the guard's threshold for a bounded false-positive rate.
 
-use crate::metrics::softmax;
+use crate::metrics::calibrated;
 
 /// Temperatures tried (log-spaced from 0.25 to 8).
 fn grid() -> impl Iterator<Item = f32> {
@@ -15,7 +15,7 @@ pub fn nll(logits: &[Vec<f32>], y: &[usize], t: f32) -> f64 {
         .iter()
         .zip(y)
         .map(|(l, &c)| {
-            let p = softmax(&l.iter().map(|v| v / t).collect::<Vec<_>>())[c];
+            let p = calibrated(l, t)[c];
             -f64::from(p.max(1e-12)).ln()
         })
         .sum();

@@ -91,7 +91,7 @@ pub fn report(
     if category_model.join("model.safetensors").exists() {
         let model = classifier_svc::model::Model::<burn::backend::Flex>::load(category_model, &Default::default(), &Default::default())?;
         let temperature = classifier_svc::category_head::calibration_of(category_model)?.temperature;
-        let d = sequence_model_on_dev(dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
+        let d = sequence_model_on_dev(dir, &model.labels, temperature, HeldOutTest::Include, |t| crate::eval::classify_all(&model, t, "dev"))?;
         let _ = writeln!(md, "| **fine-tuned encoder** (`{}`, a branch of the embedding pass), accuracy | **{}** (macro-F1 {:.3}) |", category_model.display(), pct(d.chat.accuracy()), d.chat.macro_f1());
         let _ = writeln!(md, "| fine-tuned encoder, expected calibration error | {:.3} (temperature {temperature:.2}) |", d.ece);
         tuned = Some(d);
@@ -304,7 +304,7 @@ pub struct SequenceDev {
     /// Kept on the second development set (long answers, up to five earlier questions), and its size.
     pub multiturn_long: (f64, usize),
     /// Kept on the held-out multi-turn test set (never read while choosing anything), and its
-    /// size; `None` without the set.
+    /// size; `None` without the set or when not asked for ([`HeldOutTest::Skip`]).
     pub multiturn_test: Option<(f64, usize)>,
 }
 
@@ -336,12 +336,21 @@ impl SequenceDev {
     }
 }
 
+/// Whether [`sequence_model_on_dev`] also classifies the held-out multi-turn test set. Only
+/// `eval` reports it; what settings are compared by (`finetune-*`, `dev-eval`, the figures a
+/// trained model keeps in its `config.json`) never computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldOutTest {
+    Include,
+    Skip,
+}
+
 /// `logits_of(texts)` gives the model's logits in order; `labels` its labels (`no_topic` included).
-pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mut logits_of: impl FnMut(&[String]) -> Result<Vec<Vec<f32>>>) -> Result<SequenceDev> {
+pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, held_out: HeldOutTest, mut logits_of: impl FnMut(&[String]) -> Result<Vec<Vec<f32>>>) -> Result<SequenceDev> {
     let dev = DevSets::load(dir)?;
     let categories: Vec<String> = labels.iter().filter(|l| *l != NO_TOPIC).cloned().collect();
     let index = |l: &str| categories.iter().position(|x| x == l).ok_or_else(|| anyhow!("unknown category `{l}`"));
-    let probs = |logits: Vec<Vec<f32>>| -> Vec<Vec<f32>> { logits.iter().map(|l| crate::metrics::softmax(&l.iter().map(|v| v / temperature).collect::<Vec<_>>())).collect() };
+    let probs = |logits: Vec<Vec<f32>>| -> Vec<Vec<f32>> { logits.iter().map(|l| crate::metrics::calibrated(l, temperature)).collect() };
     let categorize = classifier_svc::category_head::categorize_probabilities;
 
     let y = dev.chat.iter().map(|c| index(&c.category)).collect::<Result<Vec<_>>>()?;
@@ -372,7 +381,7 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
     let kept_share = |misses: usize, n: usize| (n - misses) as f64 / n.max(1) as f64;
     let multiturn_misses = misses_on(&dev.multiturn)?;
     let multiturn_long = (kept_share(misses_on(&dev.multiturn_long)?.len(), dev.multiturn_long.len()), dev.multiturn_long.len());
-    let multiturn_test = if dev.multiturn_test.is_empty() {
+    let multiturn_test = if held_out == HeldOutTest::Skip || dev.multiturn_test.is_empty() {
         None
     } else {
         let n = dev.multiturn_test.len();
@@ -386,7 +395,7 @@ pub fn sequence_model_on_dev(dir: &Path, labels: &[String], temperature: f32, mu
 pub fn print_sequence_model(model_dir: &Path, dev_dir: &Path) -> Result<()> {
     let model = classifier_svc::model::Model::<burn::backend::Flex>::load(model_dir, &Default::default(), &Default::default())?;
     let temperature = classifier_svc::category_head::calibration_of(model_dir)?.temperature;
-    let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, |t| crate::eval::classify_all(&model, t, "dev"))?;
+    let d = sequence_model_on_dev(dev_dir, &model.labels, temperature, HeldOutTest::Skip, |t| crate::eval::classify_all(&model, t, "dev"))?;
     println!("{} (temperature {temperature:.2}):", model_dir.display());
     d.print_summary();
     Ok(())

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::data::DataDirs;
 use crate::embed::Embedder;
-use crate::metrics::{argmax, softmax, Confusion};
+use crate::metrics::{argmax, calibrated, softmax, Confusion};
 use crate::train::{self, Task};
 
 /// The peer evaluation cases (evaluation only: never trained on, never tuned to).
@@ -136,7 +136,7 @@ impl FineTunedGuard {
     pub fn probabilities(&self, texts: &[String], what: &str) -> Result<Vec<f32>> {
         Ok(classify_all(&self.model, texts, what)?
             .iter()
-            .map(|l| softmax(&l.iter().map(|v| v / self.temperature).collect::<Vec<_>>())[self.positive])
+            .map(|l| calibrated(l, self.temperature)[self.positive])
             .collect())
     }
 }

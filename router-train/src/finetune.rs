@@ -612,7 +612,7 @@ pub fn run_on<B: AutodiffBackend>(task: Task, src: &Sources, args: &FinetuneArgs
             };
             let dev_dir = crate::sets::SetDirs::default().dev;
             let dev = if dev_dir.join("chat-dev.jsonl").exists() {
-                let d = crate::dev_eval::sequence_model_on_dev(&dev_dir, &labels, temperature, |t| classify_saved(&mut saved, t, args.batch_size, args.seq_len, fixed))?;
+                let d = crate::dev_eval::sequence_model_on_dev(&dev_dir, &labels, temperature, crate::dev_eval::HeldOutTest::Skip, |t| classify_saved(&mut saved, t, args.batch_size, args.seq_len, fixed))?;
                 d.print_summary();
                 Some(d.json())
             } else {

@@ -77,12 +77,8 @@ pub fn argmax(v: &[f32]) -> usize {
         .0
 }
 
-pub fn softmax(v: &[f32]) -> Vec<f32> {
-    let m = v.iter().copied().fold(f32::MIN, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.iter().map(|x| x / s).collect()
-}
+/// The sidecar's own softmax and temperature scaling, so offline numbers are the served ones.
+pub use classifier_svc::guard::{calibrated, softmax};
 
 #[cfg(test)]
 mod tests {

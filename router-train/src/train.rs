@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::data::{self, DataDirs, Example};
 use crate::embed::Embedder;
 use crate::calibrate;
-use crate::metrics::{argmax, softmax, Confusion};
+use crate::metrics::{argmax, calibrated, softmax, Confusion};
 use crate::subjects::CATEGORIES;
 use crate::text::Rng;
 
@@ -222,7 +222,7 @@ pub fn train_task(task: Task, dirs: &DataDirs, embedder: &mut Embedder, encoder:
                     .iter()
                     .zip(&calibration.y)
                     .map(|(l, &y)| {
-                        let p = softmax(&l.iter().map(|v| v / t).collect::<Vec<_>>());
+                        let p = calibrated(l, t);
                         (p[argmax(&p)], argmax(&p) == y)
                     })
                     .unzip();
