@@ -424,8 +424,10 @@ impl Router {
                         status: BLOCK_STATUS,
                         r#type: BLOCK_TYPE.into(),
                         code: CODE_JAILBREAK.into(),
+                        // The guard is trained on jailbreak techniques and on direct requests for
+                        // disallowed content alike (router-train/train-sets): the message names both.
                         message: format!(
-                            "This request was blocked: it appears to contain a jailbreak attempt (type: {}, confidence: {:.3}).",
+                            "This request was blocked: it appears to contain a jailbreak attempt or a request for disallowed content (type: {}, confidence: {:.3}).",
                             g.label, g.probability
                         ),
                     });

@@ -905,6 +905,14 @@ mod tests {
             (log.iter().map(|l| l.loss).collect::<Vec<_>>(), logits(&m, &val.ids, 8, 16, pre.pad_id, &device).unwrap())
         };
         assert_eq!(run(), run());
+        // The top-layer path trains on two threads (when the machine has them): the same too.
+        let top = || {
+            let (pre, train, val, _) = setup(5, 3);
+            let a = FinetuneArgs { epochs: 4, train_layers: Some(1), ..args() };
+            let (m, log) = crate::top_layers::fit_top::<B>(pre.model, 1, &train, &val, 3, pre.pad_id, &a, &device).unwrap();
+            (log.iter().map(|l| l.loss).collect::<Vec<_>>(), logits(&m, &val.ids, 8, 16, pre.pad_id, &device).unwrap())
+        };
+        assert_eq!(top(), top());
     }
 
     #[test]

@@ -44,6 +44,32 @@ impl<B: Backend> TopClassifier<B> {
         // Only `[CLS]` reaches the pooler: the last layer computes that position alone.
         self.head.forward(last.forward_first(x, bias))
     }
+
+    /// The training forward: as [`Self::forward`], with the classifier's dropout applied as
+    /// `keep` (`[B, H]`, 0 or 1/(1-p); from [`dropout_keep`]) instead of by the head's own
+    /// dropout module. burn's CPU backend draws random numbers from one process-wide generator,
+    /// so two training threads drawing their masks in whatever order they get there would make
+    /// every run different; these masks depend only on the seed, the step and the share.
+    fn forward_train(&self, mut x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, keep: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (last, below) = self.layers.split_last().expect("at least one layer");
+        for layer in below {
+            x = layer.forward(x, bias.clone());
+        }
+        let pooled = self.head.pooler.forward(last.forward_first(x, bias));
+        self.head.classifier.forward(pooled * keep)
+    }
+}
+
+/// A dropout mask for `rows` × `hidden` values: each kept with probability `1 - p` and scaled
+/// by `1 / (1 - p)`, the rest 0; the same for the same `seed` whatever thread draws it.
+fn dropout_keep(seed: u64, rows: usize, hidden: usize, p: f64) -> Vec<f32> {
+    if p <= 0.0 {
+        return vec![1.0; rows * hidden];
+    }
+    let mut rng = Rng::new(seed);
+    let scale = (1.0 / (1.0 - p)) as f32;
+    // 53 random bits as a uniform number in [0, 1).
+    (0..rows * hidden).map(|_| if ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p { 0.0 } else { scale }).collect()
 }
 
 /// Hidden states after the frozen lower layers: one `[len, H]` block per text, unpadded.
@@ -227,6 +253,8 @@ pub fn fit_top<B: AutodiffBackend>(
         train.ids.len(), val.ids.len(), args.lr, args.head_lr, args.seed
     );
     let mut model = TopClassifier { layers: top_layers, head };
+    // The classifier's dropout, applied by `forward_train` with masks of its own.
+    let (hidden, dropout) = (train_acts.hidden, model.head.dropout.prob);
     let threads = worker_threads().min(bs).max(1);
     let mut rng = Rng::new(args.seed);
     let mut history = Vec::new();
@@ -244,7 +272,8 @@ pub fn fit_top<B: AutodiffBackend>(
             let results = std::thread::scope(|scope| {
                 let handles: Vec<_> = shares
                     .iter()
-                    .map(|share| {
+                    .enumerate()
+                    .map(|(n, share)| {
                         let (loss_fn, train_acts) = (&loss_fn, &train_acts);
                         // A copy with its own autodiff leaves (same parameter ids): threads
                         // that share leaves serialise, and deadlock, on burn's graph lock.
@@ -254,7 +283,9 @@ pub fn fit_top<B: AutodiffBackend>(
                             let (x, bias) = train_acts.batch::<B>(share, device);
                             let y: Vec<i64> = share.iter().map(|&i| train.y[i] as i64).collect();
                             let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [share.len()]), device);
-                            let loss = loss_fn.forward(model.forward(x, bias), y) * weight;
+                            let keep = dropout_keep(args.seed ^ ((step as u64) << 8 | n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d), share.len(), hidden, dropout);
+                            let keep = Tensor::<B, 2>::from_data(TensorData::new(keep, [share.len(), hidden]), device);
+                            let loss = loss_fn.forward(model.forward_train(x, bias, keep), y) * weight;
                             let mut grads = loss.backward();
                             let g_top = GradientsParams::from_module(&mut grads, &model.layers);
                             let g_head = GradientsParams::from_module(&mut grads, &model.head);
