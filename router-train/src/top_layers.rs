@@ -36,13 +36,17 @@ pub struct TopClassifier<B: Backend> {
 
 impl<B: Backend> TopClassifier<B> {
     /// Hidden states after the frozen layers `[B, S, H]` (padding masked by `bias`) → logits.
-    pub fn forward(&self, mut x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 2> {
+        self.head.forward(self.top(x, bias))
+    }
+
+    /// The top layers; only `[CLS]` reaches the pooler, so the last one computes that position alone.
+    fn top(&self, mut x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>) -> Tensor<B, 3> {
         let (last, below) = self.layers.split_last().expect("at least one layer");
         for layer in below {
             x = layer.forward(x, bias.clone());
         }
-        // Only `[CLS]` reaches the pooler: the last layer computes that position alone.
-        self.head.forward(last.forward_first(x, bias))
+        last.forward_first(x, bias)
     }
 
     /// The training forward: as [`Self::forward`], with the classifier's dropout applied as
@@ -50,14 +54,16 @@ impl<B: Backend> TopClassifier<B> {
     /// dropout module. burn's CPU backend draws random numbers from one process-wide generator,
     /// so two training threads drawing their masks in whatever order they get there would make
     /// every run different; these masks depend only on the seed, the step and the share.
-    fn forward_train(&self, mut x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, keep: Tensor<B, 2>) -> Tensor<B, 2> {
-        let (last, below) = self.layers.split_last().expect("at least one layer");
-        for layer in below {
-            x = layer.forward(x, bias.clone());
-        }
-        let pooled = self.head.pooler.forward(last.forward_first(x, bias));
-        self.head.classifier.forward(pooled * keep)
+    fn forward_train(&self, x: Tensor<B, 3>, bias: Option<Tensor<B, 4>>, keep: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head.classifier.forward(self.head.pooler.forward(self.top(x, bias)) * keep)
     }
+}
+
+/// The seed of the dropout mask of share `share` (< 256) of training step `step`. (At step 0,
+/// share 0 it is the run's seed itself, which the batch order's generator also starts from;
+/// harmless, and kept so that trained models stay the same.)
+fn dropout_seed(seed: u64, step: usize, share: usize) -> u64 {
+    seed ^ (((step as u64) << 8) | share as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
 /// A dropout mask for `rows` × `hidden` values: each kept with probability `1 - p` and scaled
@@ -283,7 +289,7 @@ pub fn fit_top<B: AutodiffBackend>(
                             let (x, bias) = train_acts.batch::<B>(share, device);
                             let y: Vec<i64> = share.iter().map(|&i| train.y[i] as i64).collect();
                             let y = Tensor::<B, 1, Int>::from_data(TensorData::new(y, [share.len()]), device);
-                            let keep = dropout_keep(args.seed ^ ((step as u64) << 8 | n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d), share.len(), hidden, dropout);
+                            let keep = dropout_keep(dropout_seed(args.seed, step, n), share.len(), hidden, dropout);
                             let keep = Tensor::<B, 2>::from_data(TensorData::new(keep, [share.len(), hidden]), device);
                             let loss = loss_fn.forward(model.forward_train(x, bias, keep), y) * weight;
                             let mut grads = loss.backward();
