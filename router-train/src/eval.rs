@@ -73,12 +73,12 @@ fn category_rows(md: &mut String, set: &str, model: &str, c: &Confusion) {
     let _ = writeln!(md, "| {set} | {model} | {} | {} | {} |", c.total(), pct(c.accuracy()), format!("{:.3}", c.macro_f1()));
 }
 
-/// The three jailbreak rows of one model: validation, peer jailbreak cases, peer questions.
 /// 1 where P(jailbreak) reaches `threshold`, else 0.
 fn flags_at(p: &[f32], threshold: f32) -> Vec<usize> {
     p.iter().map(|&p| usize::from(p >= threshold)).collect()
 }
 
+/// The three jailbreak rows of one model: validation, peer jailbreak cases, peer questions.
 fn jailbreak_rows(md: &mut String, name: &str, val: &Confusion, peer_jailbreaks: &Confusion, peer_questions: &Confusion) {
     let m = val.class(1);
     let _ = writeln!(md, "| val (both labels) | {name} | {} | {:.3} | {:.3} | {:.3} | {} |", val.total(), m.precision, m.recall, m.f1, pct(val.false_positive_rate()));
